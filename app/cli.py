@@ -1,0 +1,100 @@
+"""Command line entry point: no sub-command opens the wizard, sub-commands run headless."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+import traceback
+from collections.abc import Sequence
+from datetime import datetime, timezone
+
+from app import APP_NAME, __version__
+from app.core.errors import UnlockedError
+
+# One module per sub-command (or group of sub-commands) under app/cli_cmds/. Each defines
+# `register(subparsers)` which adds its parser(s) and sets `handler=<callable(args) -> int>`.
+COMMAND_MODULES: tuple[str, ...] = (
+    "app.cli_cmds.probe",  # probe, recommend
+    "app.cli_cmds.lmstudio",  # list, uninstall, select, doctor, repair
+    "app.cli_cmds.install",  # install (folder, archive, URL, catalog), patch, publish
+    "app.cli_cmds.build",  # build, audit, smoke
+)
+
+log = logging.getLogger("app")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lms-unlocked",
+        description=f"{APP_NAME}: run LM Studio on CPUs and GPUs its official backends refuse. "
+        "Without a sub-command the wizard opens.",
+    )
+    parser.add_argument("--version", action="version", version=f"lms-unlocked {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug output to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # a command group not written yet
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def _crash_log(exc: BaseException) -> str:
+    """Write an unexpected exception to the log dir; return the file path (or '' if that fails)."""
+    try:
+        from app.core.paths import user_log_dir
+
+        d = user_log_dir()
+        d.mkdir(parents=True, exist_ok=True)
+        path = d / f"crash-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.log"
+        path.write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
+        return str(path)
+    except OSError:
+        return ""
+
+
+def _wants_json(args: argparse.Namespace | None) -> bool:
+    return bool(args is not None and getattr(args, "json", False))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits 2 with a usage message on bad flags
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not args.command:
+        from app.qt.app import run_gui
+
+        return run_gui(argv)
+    try:
+        rc: int = args.handler(args)
+        return rc
+    except UnlockedError as exc:
+        if _wants_json(args):
+            sys.stdout.write(json.dumps({"ok": False, **exc.to_dict()}, indent=2) + "\n")
+        sys.stderr.write(exc.render() + "\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("cancelled\n")
+        return 130
+    except Exception as exc:  # never a traceback in the user's face
+        path = _crash_log(exc)
+        msg = f"error: unexpected internal error: {exc!r}"
+        if path:
+            msg += f"\n  the full traceback was written to {path}; please attach it to a bug report"
+        if _wants_json(args):
+            sys.stdout.write(
+                json.dumps({"ok": False, "error": "internal-error", "message": repr(exc), "log": path}) + "\n"
+            )
+        sys.stderr.write(msg + "\n")
+        return 70

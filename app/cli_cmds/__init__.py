@@ -1,0 +1,1 @@
+"""Sub-command implementations of the `lms-unlocked` CLI (thin: all logic lives in app.core)."""

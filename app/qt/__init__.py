@@ -1,0 +1,1 @@
+"""The PySide6 wizard: a thin face on app.core."""
