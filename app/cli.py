@@ -9,7 +9,7 @@ import logging
 import sys
 import traceback
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from app import APP_NAME, __version__
 from app.core.errors import UnlockedError
@@ -53,7 +53,7 @@ def _crash_log(exc: BaseException) -> str:
 
         d = user_log_dir()
         d.mkdir(parents=True, exist_ok=True)
-        path = d / f"crash-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.log"
+        path = d / f"crash-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.log"
         path.write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
         return str(path)
     except OSError:

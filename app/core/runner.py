@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from app.core.errors import CancelledError, SubprocessFailed, UnlockedError
 
@@ -155,7 +155,7 @@ class NinjaProgress:
         return Progress(self.label, done, total, elapsed, eta)
 
 
-def popen_platform_kwargs() -> dict[str, object]:
+def popen_platform_kwargs() -> dict[str, Any]:
     """Own process group, no console window on Windows, and all three standard streams set."""
     if sys.platform == "win32":
         flags = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0) | getattr(subprocess, "CREATE_NO_WINDOW", 0)
@@ -173,7 +173,7 @@ def kill_process_tree(proc: subprocess.Popen[bytes], *, grace: float = 3.0) -> N
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             check=False,
-            **popen_platform_kwargs(),  # type: ignore[arg-type]
+            **popen_platform_kwargs(),
         )
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(grace)
@@ -255,7 +255,7 @@ def run_process(
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 bufsize=0,
-                **popen_platform_kwargs(),  # type: ignore[arg-type]
+                **popen_platform_kwargs(),
             )
         except OSError as exc:
             raise UnlockedError(

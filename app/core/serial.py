@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 import types
-import typing
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 T = TypeVar("T")
@@ -31,15 +30,15 @@ def _convert(tp: Any, value: Any) -> Any:
         return None
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
-        args = [a for a in get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            return _convert(args[0], value)
+        members = [a for a in get_args(tp) if a is not type(None)]
+        if len(members) == 1:
+            return _convert(members[0], value)
         return value
     if origin is tuple:
         args = get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_convert(args[0], v) for v in value)
-        return tuple(_convert(a, v) for a, v in zip(args, value))
+        return tuple(_convert(a, v) for a, v in zip(args, value, strict=False))
     if origin is list:
         (arg,) = get_args(tp)
         return [_convert(arg, v) for v in value]
@@ -68,4 +67,4 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         if f.name in data:
             kwargs[f.name] = _convert(hints[f.name], data[f.name])
-    return typing.cast(T, cls(**kwargs))
+    return cls(**kwargs)
