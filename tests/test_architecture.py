@@ -1,0 +1,56 @@
+"""Architecture rules: app/core is Qt-free (lint rule that really fires + runtime import check)."""
+
+from __future__ import annotations
+
+import pkgutil
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import app.core
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _ruff() -> str:
+    exe = Path(sys.executable).with_name("ruff")
+    return str(exe) if exe.exists() else (shutil.which("ruff") or "ruff")
+
+
+def test_lint_rule_rejects_qt_import_in_core(tmp_path: Path) -> None:
+    """The banned-api rule must fail on a PySide6 import placed in app/core (not elsewhere)."""
+    probe = REPO / "app" / "core" / "_arch_probe_tmp.py"
+    probe.write_text("from PySide6.QtCore import QObject\n\n_ = QObject\n", encoding="utf-8")
+    try:
+        r = subprocess.run([_ruff(), "check", "--no-cache", "--select", "TID251", str(probe)],
+                           capture_output=True, text=True, cwd=REPO)
+    finally:
+        probe.unlink()
+    assert r.returncode != 0
+    assert "TID251" in r.stdout and "app/core must not import Qt" in r.stdout
+
+    qt_probe = REPO / "app" / "qt" / "_arch_probe_tmp.py"
+    qt_probe.write_text("from PySide6.QtCore import QObject\n\n_ = QObject\n", encoding="utf-8")
+    try:
+        r = subprocess.run([_ruff(), "check", "--no-cache", "--select", "TID251", str(qt_probe)],
+                           capture_output=True, text=True, cwd=REPO)
+    finally:
+        qt_probe.unlink()
+    assert r.returncode == 0, r.stdout
+
+
+def test_importing_every_core_module_loads_no_qt() -> None:
+    """Import all of app.core in a fresh interpreter; PySide6 must not end up in sys.modules."""
+    names = [m.name for m in pkgutil.walk_packages(app.core.__path__, "app.core.")]
+    assert len(names) >= 3
+    code = (
+        "import importlib, sys\n"
+        f"for n in {names!r}:\n"
+        "    importlib.import_module(n)\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('PySide6', 'shiboken6', 'PyQt5', 'PyQt6'))\n"
+        "print(bad)\n"
+        "sys.exit(1 if bad else 0)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stdout + r.stderr
