@@ -30,6 +30,15 @@ ISA_ORDER: tuple[str, ...] = (
     "AVX512_VNNI",
     "AVX512_BF16",
     "AVX_VNNI",
+    # Appended later (order above kept): the rest of what ggml's x86 CMake options can use.
+    "AVX512CD",
+    "AVX512DQ",
+    "AVX512BW",
+    "AVX512VL",
+    "AVX512_VBMI",
+    "AMX_TILE",
+    "AMX_INT8",
+    "AMX_BF16",
 )
 
 # LM Studio's CPU survey vocabulary only knows these (reference §11.2).
