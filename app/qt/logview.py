@@ -1,0 +1,58 @@
+"""A live log view that stays responsive under a flood of lines.
+
+Lines are collected in a Python list by a cheap slot and flushed into the QPlainTextEdit as one
+block every ~100 ms; the document keeps at most `max_blocks` lines (the full log is on disk).
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QTimer, Slot
+from PySide6.QtGui import QFont, QFontDatabase, QTextCursor
+from PySide6.QtWidgets import QPlainTextEdit, QWidget
+
+FLUSH_INTERVAL_MS = 100
+MAX_BLOCKS = 5000
+
+
+class LogView(QPlainTextEdit):
+    def __init__(self, parent: QWidget | None = None, *, max_blocks: int = MAX_BLOCKS,
+                 interval_ms: int = FLUSH_INTERVAL_MS) -> None:
+        super().__init__(parent)
+        self.setReadOnly(True)
+        self.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.setMaximumBlockCount(max_blocks)
+        self.setUndoRedoEnabled(False)
+        font: QFont = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
+        self.setFont(font)
+        self.setAccessibleName("Live log")
+        self._max_blocks = max_blocks
+        self._pending: list[str] = []
+        self.lines_received = 0
+        self._timer = QTimer(self)
+        self._timer.setInterval(interval_ms)
+        self._timer.timeout.connect(self.flush)
+        self._timer.start()
+
+    @Slot(str)
+    def append_line(self, text: str) -> None:
+        self._pending.append(text)
+        self.lines_received += 1
+
+    @Slot()
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        # Only the last max_blocks lines can survive the block limit: skip the rest up front.
+        batch = self._pending[-self._max_blocks:]
+        self._pending = []
+        bar = self.verticalScrollBar()
+        at_bottom = bar.value() >= bar.maximum() - 2
+        self.appendPlainText("\n".join(batch))
+        if at_bottom:
+            self.moveCursor(QTextCursor.MoveOperation.End)
+            bar.setValue(bar.maximum())
+
+    def clear_log(self) -> None:
+        self._pending = []
+        self.lines_received = 0
+        self.clear()
