@@ -1,0 +1,59 @@
+"""Typed errors of the LM Studio integration, each with a message, context and an actionable hint."""
+
+from __future__ import annotations
+
+from app.core.errors import InputFileError, UnlockedError, UsageError
+
+
+class LmStudioError(UnlockedError):
+    """Something in the LM Studio home is not as we need it."""
+
+    code = "lmstudio-error"
+
+
+class HomeNotFound(LmStudioError):
+    code = "lmstudio-home-not-found"
+    exit_code = 2
+
+
+class JsonFileError(InputFileError):
+    """A JSON file is unreadable, wrongly encoded or not valid JSON.
+
+    ``kind`` is "missing", "unreadable", "encoding" or "syntax".
+    """
+
+    code = "bad-json-file"
+
+    def __init__(self, message: str, *, kind: str, context: str = "", hint: str = "", details: str = "") -> None:
+        super().__init__(message, context=context, hint=hint, details=details)
+        self.kind = kind
+
+
+class BackendNotFound(UsageError):
+    code = "backend-not-found"
+
+
+class AmbiguousBackend(UsageError):
+    code = "backend-ambiguous"
+
+
+class InvalidBackendFolder(UsageError):
+    """A folder offered for install does not pass validation (see ``problems``)."""
+
+    code = "invalid-backend-folder"
+
+    def __init__(self, message: str, *, problems: tuple[str, ...] = (), context: str = "", hint: str = "") -> None:
+        details = "\n".join(f"- {p}" for p in problems)
+        super().__init__(message, context=context, hint=hint, details=details)
+        self.problems = problems
+
+
+class RefusedChange(LmStudioError):
+    """A change we refuse to make (official folder, LM Studio running, name collision)."""
+
+    code = "refused"
+    exit_code = 2
+
+
+class LmStudioRunning(RefusedChange):
+    code = "lmstudio-running"
