@@ -10,6 +10,7 @@ APT_PACKAGES=(
   libvulkan1 libvulkan-dev mesa-vulkan-drivers vulkan-tools glslc spirv-headers  # lavapipe: a real Vulkan device
   libegl1 libgl1 libxkbcommon0 libxkbcommon-x11-0 libfontconfig1 libdbus-1-3 libxcb-cursor0  # Qt offscreen
   curl                                        # baseline of the download benchmark
+  gcc-mingw-w64-x86-64                        # real PE DLLs for the ISA audit / ABI guard tests
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
