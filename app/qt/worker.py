@@ -17,7 +17,7 @@ from enum import Enum
 from pathlib import Path
 from typing import IO, Any
 
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QObject, QThread, Signal, Slot
 
 from app.core.errors import CancelledError
 from app.core.runner import CancelToken, Progress
@@ -88,12 +88,21 @@ class Worker(QObject):
                 if self._log is not None:
                     self._log.write("".join(traceback.format_exception(exc)))
                 self._close_log()
+                self._go_home()
                 self.failed.emit(exc)
                 return
             self._close_log()
+            self._go_home()
             self.finished.emit(result)
         finally:
             self._close_log()
+
+    def _go_home(self) -> None:
+        """Hand this object back to the GUI thread before the last signal, so it dies there and not in a
+        finished thread (Qt warns 'Timers cannot be stopped from another thread' otherwise)."""
+        app = QCoreApplication.instance()
+        if app is not None and self.thread() is not app.thread():
+            self.moveToThread(app.thread())
 
     def _close_log(self) -> None:
         with self._log_lock:
