@@ -1,0 +1,1 @@
+"""Obtaining a backend without building it: downloads, safe archives, signed catalogs, publishing."""
