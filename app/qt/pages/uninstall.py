@@ -1,0 +1,129 @@
+"""Uninstall: the backends this tool installed, with size and date; remove (backed up) and restore."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from PySide6.QtCore import Qt, Slot
+from PySide6.QtWidgets import QHBoxLayout, QPushButton, QTreeWidget, QTreeWidgetItem, QVBoxLayout
+
+from app.core.flow import PageId
+from app.qt.errors import show_error
+from app.qt.pages.base import FlowPage, para
+from app.qt.state import core
+from app.qt.text import format_size
+
+
+def folder_size(path: Any) -> int:
+    total = 0
+    for p in path.rglob("*"):
+        if p.is_file() and not p.is_symlink():
+            total += p.stat().st_size
+    return total
+
+
+class UninstallPage(FlowPage):
+    page_id = PageId.UNINSTALL
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setTitle("Uninstall")
+        self.setSubTitle("Only backends this tool installed are listed; LM Studio's own are never touched.")
+        lay = QVBoxLayout(self)
+        self.status = para(name="Uninstall status")
+        lay.addWidget(self.status)
+        self.tree = QTreeWidget()
+        self.tree.setAccessibleName("Installed backends")
+        self.tree.setHeaderLabels(["Backend", "Size", "Installed"])
+        self.tree.setRootIsDecorated(False)
+        lay.addWidget(self.tree, 1)
+        row = QHBoxLayout()
+        self.remove_button = QPushButton("&Remove selected")
+        self.remove_button.setToolTip("Removes the ticked backends; a backup is kept so you can restore them")
+        self.restore_button = QPushButton("R&estore what was removed")
+        row.addStretch(1)
+        row.addWidget(self.restore_button)
+        row.addWidget(self.remove_button)
+        lay.addLayout(row)
+        self.result = para(name="Uninstall result")
+        lay.addWidget(self.result)
+        self.remove_button.clicked.connect(self._on_remove_clicked)
+        self.restore_button.clicked.connect(self._on_restore_clicked)
+        self.backends: list[Any] = []
+        self.removed: list[Any] = []
+
+    def initializePage(self) -> None:
+        self.refresh()
+
+    def refresh(self) -> None:
+        st = self.wiz().state
+        try:
+            backends = core("app.core.lmstudio.backends").list_backends(st.home)
+        except Exception as exc:
+            self.status.setText("The backends could not be listed.")
+            show_error(self, exc, title="Uninstall")
+            backends = []
+        self.backends = [b for b in backends if getattr(b, "ours", False)]
+        self.tree.clear()
+        for b in self.backends:
+            when = datetime.fromtimestamp(b.folder.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+            item = QTreeWidgetItem([b.ident or b.folder.name, format_size(folder_size(b.folder)), when])
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(0, Qt.CheckState.Unchecked)
+            self.tree.addTopLevelItem(item)
+        for c in range(3):
+            self.tree.resizeColumnToContents(c)
+        n = len(self.backends)
+        self.status.setText(
+            "This tool has not installed any backend here." if n == 0
+            else f"{n} backend{'s' if n != 1 else ''} installed by this tool. Tick the ones to remove."
+        )
+        self.remove_button.setEnabled(n > 0)
+        self.restore_button.setVisible(bool(self.removed))
+
+    def checked(self) -> list[Any]:
+        out = []
+        for i, b in enumerate(self.backends):
+            item = self.tree.topLevelItem(i)
+            if item is not None and item.checkState(0) == Qt.CheckState.Checked:
+                out.append(b)
+        return out
+
+    @Slot()
+    def _on_remove_clicked(self) -> None:
+        chosen = self.checked()
+        if not chosen:
+            self.result.setText("Tick at least one backend first.")
+            return
+        st = self.wiz().state
+        try:
+            inst = core("app.core.lmstudio.install")
+            done = []
+            for b in chosen:
+                plan = inst.plan_uninstall(st.home, b.ident)
+                done.append(inst.execute_uninstall(plan))
+        except Exception as exc:
+            show_error(self, exc, title="Uninstall failed")
+            self.refresh()
+            return
+        self.removed = done
+        names = ", ".join(b.ident for b in chosen)
+        st.uninstall_summary = f"Removed {names}. A backup was kept; Restore brings it back."
+        self.result.setText(st.uninstall_summary)
+        self.refresh()
+
+    @Slot()
+    def _on_restore_clicked(self) -> None:
+        st = self.wiz().state
+        try:
+            inst = core("app.core.lmstudio.install")
+            for r in self.removed:
+                inst.restore_uninstall(r)
+        except Exception as exc:
+            show_error(self, exc, title="Restore failed")
+            return
+        self.removed = []
+        st.uninstall_summary = "The removed backends were restored."
+        self.result.setText(st.uninstall_summary)
+        self.refresh()

@@ -1,0 +1,109 @@
+"""The wizard: pages registered by id, rich state in one dataclass, a clean close while a job runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import QEventLoop, QTimer, Slot
+from PySide6.QtGui import QPixmap
+from PySide6.QtWidgets import QMessageBox, QWidget, QWizard
+
+from app import APP_NAME
+from app.core.flow import PageId
+from app.qt.icon import app_icon, draw_app_icon
+from app.qt.pages.finish import FinishPage
+from app.qt.pages.hardware import HardwarePage
+from app.qt.pages.method import MethodPage
+from app.qt.pages.recommend import RecommendationPage
+from app.qt.pages.repair import RepairPage
+from app.qt.pages.uninstall import UninstallPage
+from app.qt.pages.verify import VerifyPage
+from app.qt.pages.welcome import WelcomePage
+from app.qt.pages.work import WorkPage
+from app.qt.state import WizardConfig, WizardState
+from app.qt.worker import Job
+
+
+class UnlockedWizard(QWizard):
+    def __init__(self, config: WizardConfig | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.config = config or WizardConfig()
+        self.state = WizardState()
+        self.closing = False
+        self.setWindowTitle(APP_NAME)
+        self.setWindowIcon(app_icon())
+        self.setPixmap(QWizard.WizardPixmap.LogoPixmap, QPixmap.fromImage(draw_app_icon(48)))
+        self.setWizardStyle(QWizard.WizardStyle.ModernStyle)
+        self.setOption(QWizard.WizardOption.NoBackButtonOnStartPage, True)
+        self.setOption(QWizard.WizardOption.NoCancelButtonOnLastPage, True)
+        self.setMinimumSize(760, 560)
+        self.pages: dict[PageId, Any] = {
+            PageId.WELCOME: WelcomePage(),
+            PageId.HARDWARE: HardwarePage(),
+            PageId.RECOMMENDATION: RecommendationPage(),
+            PageId.METHOD: MethodPage(),
+            PageId.WORK: WorkPage(),
+            PageId.VERIFY: VerifyPage(),
+            PageId.FINISH: FinishPage(),
+            PageId.REPAIR: RepairPage(),
+            PageId.UNINSTALL: UninstallPage(),
+        }
+        for pid, page in self.pages.items():
+            self.setPage(int(pid), page)
+        self.setStartId(int(PageId.WELCOME))
+
+    def page_of(self, pid: PageId) -> Any:
+        return self.pages[pid]
+
+    def current_page_id(self) -> PageId:
+        return PageId(self.currentId())
+
+    def make_job(self) -> Job:
+        """The Work page's job for the current state (tests inject a real child-process job)."""
+        if self.config.job_factory is not None:
+            return self.config.job_factory(self.state)
+        from app.qt.jobs import install_job
+
+        return install_job(self.state, self.config)
+
+    # -- closing while a job runs -----------------------------------------------------------------
+
+    def _running_work(self) -> WorkPage | None:
+        work: WorkPage = self.pages[PageId.WORK]
+        return work if work.is_running() else None
+
+    def ask_cancel(self) -> bool:
+        box = QMessageBox(QMessageBox.Icon.Question, "Stop the job?",
+                          "A job is still running. Stop it (and every program it started) and close?",
+                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, self)
+        box.setDefaultButton(QMessageBox.StandardButton.No)
+        return box.exec() == QMessageBox.StandardButton.Yes
+
+    def cancel_and_wait(self, timeout_ms: int = 30000) -> bool:
+        """Cancel the running job and keep the GUI alive until its thread has ended."""
+        work = self._running_work()
+        if work is None or work.controller is None:
+            return True
+        ctl = work.controller
+        loop = QEventLoop()
+        ctl.worker.failed.connect(loop.quit)
+        ctl.worker.finished.connect(loop.quit)
+        QTimer.singleShot(timeout_ms, loop.quit)
+        work.cancel_job()
+        if ctl.is_running():
+            loop.exec()
+        return ctl.wait(5000)
+
+    def _may_close(self) -> bool:
+        if self._running_work() is None:
+            return True
+        if not self.ask_cancel():
+            return False
+        self.closing = True
+        return self.cancel_and_wait()
+
+    # QDialog.closeEvent (the window's X) calls reject() too, and keeps the window if it stays visible.
+    @Slot()
+    def reject(self) -> None:
+        if self._may_close():
+            super().reject()
