@@ -297,3 +297,42 @@ def tree_hashes(root: Path, *, exclude: Iterable[str] = ()) -> dict[str, str]:
             else:
                 out[rel] = f"{hashlib.sha256(p.read_bytes()).hexdigest()} {oct(st.st_mode & 0o7777)}"
     return out
+
+
+def prepare_our_backend(
+    out_dir: Path,
+    key: str = "linux-cpu-2.14.0",
+    variant: str = "cpu-avx1",
+    *,
+    ise: tuple[str, ...] = ("AVX",),
+    version: str | None = None,
+    payload: bytes = b"our rebuilt ggml-cpu",
+) -> Path:
+    """A backend folder of ours ready for install: the template cloned with the real clone_template.
+
+    ``version`` rewrites the manifest version (to simulate a newer build of ours); ``payload``
+    replaces the template's ggml-cpu library (Linux) or ggml-cpu.dll (Windows).
+    """
+    from app.core.lmstudio.clone import clone_template
+    from app.core.lmstudio.jsondoc import load_json, save
+    from app.core.lmstudio.naming import our_backend_name
+
+    spec = template(key)
+    tmpl = write_backend(out_dir / "templates" / f"{spec.folder_name}-{variant}-{version}", spec)
+    lib = out_dir / f"payload-{variant}-{version}"
+    lib.write_bytes(payload)
+    rel = "ggml-cpu.dll" if spec.name.startswith("llama.cpp-win") else "libggml-cpu.so"
+    name = our_backend_name(spec.name, variant)
+    dest = clone_template(
+        tmpl,
+        out_dir / "prepared" / f"{name}-{version or spec.version}",
+        new_name=name,
+        ise=list(ise),
+        display_suffix="(Unlocked)",
+        replace_files={rel: lib},
+    )
+    if version is not None:
+        doc = load_json(dest / "backend-manifest.json")
+        doc.data["version"] = version
+        save(doc)
+    return dest

@@ -1,0 +1,604 @@
+"""Install, uninstall and select backends transactionally (reference §4, §9.4, §12, §15).
+
+Each change is a pure ``plan_*`` (what would be created / replaced / backed up, with validation
+problems raised as typed errors) and an ``execute_*`` that runs the plan as one journaled
+transaction (see :mod:`app.core.lmstudio.journal` for where staging, backups and the journal live:
+``<home>/.lms-unlocked/``, outside ``extensions/backends``). The staged folder comes in with one
+``rename``. Official folders (no marker of ours) are never modified, moved or deleted.
+
+Call :func:`recover` at the start of every command: it finishes or undoes a change a killed
+process left behind. ``execute_*`` call it too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from app.core.lmstudio.backends import (
+    MANIFEST_FILE,
+    PROVENANCE_FILE,
+    BackendInfo,
+    find_backend,
+    list_backends,
+    read_backend,
+)
+from app.core.lmstudio.clone import copy_tree_exact
+from app.core.lmstudio.errors import (
+    HomeNotFound,
+    InvalidBackendFolder,
+    LmStudioRunning,
+    RefusedChange,
+)
+from app.core.lmstudio.home import LmsHome, as_home
+from app.core.lmstudio.journal import (
+    Journal,
+    Op,
+    Transaction,
+    fault_point,
+    home_lock,
+    new_txid,
+    orphan_tx_dirs,
+    state_dir,
+)
+from app.core.lmstudio.jsondoc import JsonDoc
+from app.core.lmstudio.naming import OFFICIAL_NAMES, VALID_NAME
+from app.core.lmstudio.prefs import Selection, load_preferences, selected_for, with_selection
+from app.core.lmstudio.processes import CLOSE_HINT, LmsProcess, lmstudio_processes, running_message
+from app.core.lmstudio.provenance import read_provenance, write_provenance
+
+INSTALLED_FILE = "installed.json"
+ProcessLister = Callable[[LmsHome], list[LmsProcess]]
+
+
+def _default_procs(home: LmsHome) -> list[LmsProcess]:
+    return lmstudio_processes(home.path)
+
+
+# ---------------------------------------------------------------------------------------------- recovery
+
+
+def _recover_locked(home: LmsHome) -> list[str]:
+    msgs: list[str] = []
+    journal = Journal(home.path)
+    pending = journal.pending()
+    msg = journal.recover()
+    if msg:
+        msgs.append(msg)
+    keep = [str(pending.get("txid"))] if pending and not msg else []
+    for orphan in orphan_tx_dirs(home.path, keep):
+        shutil.rmtree(orphan, ignore_errors=True)
+        msgs.append(f"removed the staging folder {orphan} of a change that never started")
+    return msgs
+
+
+def recover(home: LmsHome | Path | str) -> list[str]:
+    """Finish or undo a change interrupted by a crash or kill; returns what was done (empty: nothing)."""
+    h = as_home(home)
+    if not state_dir(h.path).exists():
+        return []
+    with home_lock(h.path):
+        return _recover_locked(h)
+
+
+# ---------------------------------------------------------------------------------------------- records
+
+
+def _installed_path(home: LmsHome) -> Path:
+    return state_dir(home.path) / INSTALLED_FILE
+
+
+def installed_records(home: LmsHome | Path | str) -> list[dict[str, Any]]:
+    """What we installed, newest last (each with the folders it replaced and the selection before)."""
+    p = _installed_path(as_home(home))
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [r for r in data if isinstance(r, dict)] if isinstance(data, list) else []
+
+
+def _dump(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+# ---------------------------------------------------------------------------------------------- validation
+
+
+@dataclass(frozen=True)
+class Validation:
+    info: BackendInfo
+    problems: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _require_home(home: LmsHome) -> None:
+    bdir = home.backends_dir
+    if not home.path.is_dir():
+        raise HomeNotFound(
+            f"the LM Studio home {home.path} does not exist",
+            context=home.describe(),
+            hint="start LM Studio once, or pass the right folder with --home",
+        )
+    if bdir.exists() and not bdir.is_dir():
+        raise HomeNotFound(
+            f"{bdir} is not a directory",
+            context=home.describe(),
+            hint="move that file away; LM Studio recreates the folder when it starts",
+        )
+    if not bdir.is_dir():
+        raise HomeNotFound(
+            f"{bdir} is missing: LM Studio has not been started with this home yet",
+            context=home.describe(),
+            hint="start LM Studio once so it unpacks its own engines, quit it, then try again",
+        )
+
+
+def validate_backend_folder(folder: Path, home: LmsHome | Path | str) -> Validation:
+    """Check a prepared backend folder before it may be installed into ``home``."""
+    h = as_home(home)
+    folder = Path(folder)
+    problems: list[str] = []
+    warnings: list[str] = []
+    if not folder.is_dir():
+        return Validation(BackendInfo(folder=folder), (f"{folder} is not a folder",))
+    info = read_backend(folder)
+    for prob in info.problems:
+        if prob.code == "folder-name-mismatch":
+            continue  # we install it as <name>-<version> anyway
+        problems.append(prob.message)
+    if not info.valid:
+        return Validation(info, tuple(problems))
+    name = info.name
+    if not VALID_NAME.match(name) or not VALID_NAME.match(info.version.lower()):
+        problems.append(f"name@version {info.ident} is not lower-case [a-z0-9._-] (LM Studio's own names never are)")
+    not_ours = {b.name: b.folder for b in list_backends(h) if b.valid and not b.ours}
+    if name in OFFICIAL_NAMES:
+        problems.append(f"{name} is the name of an official LM Studio backend; ours must have a name of its own")
+    elif name in not_ours:
+        problems.append(
+            f"{name} is already used by {not_ours[name]}, which lms-unlocked did not install; "
+            "ours must have a name of its own"
+        )
+    if "" in info.ise:
+        problems.append('cpu.instruction_set_extensions contains "" (LM Studio shows such a backend as incompatible)')
+    for lib in info.target_libraries:
+        if lib and not (folder / lib).exists():
+            problems.append(f"declared library {lib} (target_libraries) is missing")
+    if info.server_relpath and not (folder / info.server_relpath).exists():
+        problems.append(f"engine_protocol_server executable {info.server_relpath} is missing")
+    real = Path(os.path.realpath(folder))
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for n in dirnames + filenames:
+            p = Path(dirpath) / n
+            if p.is_symlink() and not Path(os.path.realpath(p)).is_relative_to(real):
+                problems.append(f"{p.relative_to(folder)} links outside the folder ({os.readlink(p)})")
+    bdir = Path(os.path.realpath(h.backends_dir)) if h.backends_dir.exists() else None
+    if bdir is not None and real.is_relative_to(bdir):
+        problems.append(f"{folder} is already inside {h.backends_dir}; install from a folder outside it")
+    for pkg in info.vendor_packages:
+        if not (h.backends_dir / "vendor" / pkg).is_dir():
+            warnings.append(
+                f"vendor package {pkg} is not installed; download the matching official runtime in LM Studio "
+                "once so it brings the package"
+            )
+    return Validation(info, tuple(problems), tuple(warnings))
+
+
+# ---------------------------------------------------------------------------------------------- install
+
+
+@dataclass(frozen=True)
+class InstallPlan:
+    home: LmsHome
+    source: Path
+    info: BackendInfo
+    dest: Path
+    replaces: tuple[BackendInfo, ...] = ()
+    select: bool = False
+    model_format: str = "gguf"
+    selection_before: Selection | None = None
+    warnings: tuple[str, ...] = ()
+    blocked: str = ""  # set when the plan cannot run now (LM Studio running and --select)
+
+    @property
+    def ident(self) -> str:
+        return self.info.ident
+
+    def describe(self) -> list[str]:
+        bk = state_dir(self.home.path) / "backups" / "<transaction>"
+        lines = [f"install {self.ident} into {self.home.describe()}"]
+        for r in self.replaces:
+            lines.append(f"back up {r.folder}  ->  {bk / r.folder.name}  ({r.ident}, ours)")
+        verb = "replace" if any(r.folder == self.dest for r in self.replaces) else "create"
+        lines.append(f"{verb} {self.dest}  (copied from {self.source}, moved in with one rename)")
+        lines.append(f"create {self.dest / PROVENANCE_FILE}  (provenance: sha256 of every file)")
+        if self.select:
+            before = self.selection_before.ident if self.selection_before else "nothing"
+            lines.append(
+                f"back up {self.home.preferences_file}  ->  {bk / self.home.preferences_file.name}"
+                if self.home.preferences_file.exists()
+                else f"create {self.home.preferences_file}"
+            )
+            lines.append(f"select {self.ident} for {self.model_format} (was {before})")
+        lines += [f"warning: {w}" for w in self.warnings]
+        if self.blocked:
+            lines.append(f"blocked: {self.blocked}")
+        return lines
+
+
+@dataclass(frozen=True)
+class InstallResult:
+    ident: str
+    dest: Path
+    txid: str
+    backed_up: tuple[Path, ...] = ()
+    selected: bool = False
+    provenance: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+
+def plan_install(
+    home: LmsHome | Path | str,
+    folder: Path,
+    *,
+    select: bool = False,
+    model_format: str = "gguf",
+    processes: ProcessLister = _default_procs,
+) -> InstallPlan:
+    """Validate ``folder`` and plan installing it; raises InvalidBackendFolder / RefusedChange / HomeNotFound."""
+    h = as_home(home)
+    _require_home(h)
+    v = validate_backend_folder(folder, h)
+    if not v.ok:
+        raise InvalidBackendFolder(
+            f"{folder} cannot be installed as an LM Studio backend ({len(v.problems)} problem(s))",
+            problems=v.problems,
+            context=str(folder),
+            hint="; ".join(v.problems[:3]) + " - rebuild or re-package the backend folder",
+        )
+    info = v.info
+    dest = h.backends_dir / info.expected_folder_name
+    replaces: list[BackendInfo] = []
+    for b in list_backends(h):
+        same_folder = b.folder.name == dest.name
+        same_ident = b.valid and b.ident == info.ident
+        same_name = b.valid and b.name == info.name
+        if not (same_folder or same_ident or same_name):
+            continue
+        if not b.ours:
+            raise RefusedChange(
+                f"{b.folder} ({b.ident or 'unreadable'}) is in the way and is not ours; official folders are never "
+                "modified",
+                hint="give our backend a name of its own (naming rule: ...-unlocked), or move that folder out of "
+                "extensions/backends yourself",
+            )
+        replaces.append(b)
+    procs = processes(h)
+    warnings = list(v.warnings)
+    blocked = ""
+    if procs:
+        if select:
+            blocked = running_message(procs) + "; " + CLOSE_HINT
+        else:
+            warnings.append(running_message(procs) + "; it lists new backends only after a full restart")
+    return InstallPlan(
+        home=h,
+        source=Path(folder),
+        info=info,
+        dest=dest,
+        replaces=tuple(replaces),
+        select=select,
+        model_format=model_format,
+        selection_before=selected_for(h, model_format),
+        warnings=tuple(warnings),
+        blocked=blocked,
+    )
+
+
+def _prefs_write_op(home: LmsHome, txdir: Path, backups: Path, new_data: Any, style: JsonDoc | None) -> Op:
+    prefs = home.preferences_file
+    new_file = txdir / "backend-preferences-v1.json.new"
+    new_file.parent.mkdir(parents=True, exist_ok=True)
+    if style is None:
+        new_file.write_bytes(json.dumps(new_data, ensure_ascii=False).encode("utf-8"))
+    else:
+        new_file.write_bytes(style.dumps(new_data))
+    orig = ""
+    if prefs.exists():
+        backups.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(prefs, backups / prefs.name)
+        orig = str(backups / prefs.name)
+    else:
+        prefs.parent.mkdir(parents=True, exist_ok=True)
+    return Op("write", str(new_file), str(prefs), orig)
+
+
+def _records_write_op(home: LmsHome, txdir: Path, records: list[dict[str, Any]]) -> Op:
+    path = _installed_path(home)
+    new_file = txdir / "installed.json.new"
+    new_file.write_bytes(_dump(records))
+    orig = ""
+    if path.exists():
+        shutil.copy2(path, txdir / "installed.json.orig")
+        orig = str(txdir / "installed.json.orig")
+    return Op("write", str(new_file), str(path), orig)
+
+
+def _check_running(home: LmsHome, processes: ProcessLister) -> None:
+    procs = processes(home)
+    if procs:
+        raise LmStudioRunning(running_message(procs), context=str(home.path), hint=CLOSE_HINT)
+
+
+def execute_install(
+    plan: InstallPlan, *, provenance: Mapping[str, Any], processes: ProcessLister = _default_procs
+) -> InstallResult:
+    """Run ``plan``: stage a copy with our provenance file, back up what it replaces, rename it in."""
+    h = plan.home
+    with home_lock(h.path):
+        _recover_locked(h)
+        if plan.select:
+            _check_running(h, processes)
+        # the world may have changed since planning
+        fresh = plan_install(
+            h, plan.source, select=plan.select, model_format=plan.model_format, processes=lambda _h: []
+        )
+        txid = new_txid("install")
+        sd = state_dir(h.path)
+        txdir = sd / "tx" / txid
+        backups = sd / "backups" / txid
+        staged = txdir / "staged" / plan.dest.name
+        staged.parent.mkdir(parents=True)
+        copy_tree_exact(plan.source, staged, skip=frozenset({PROVENANCE_FILE}))
+        info: dict[str, Any] = dict(read_provenance(plan.source) or {})
+        info.update(provenance)
+        info.setdefault("backend", fresh.ident)
+        info["installed_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        info["transaction"] = txid
+        written = write_provenance(staged, info)
+        if not read_backend(staged).valid:
+            raise InvalidBackendFolder(f"the staged copy of {plan.source} does not read back as a backend")
+        fault_point("install:prepared")
+        ops: list[Op] = []
+        backed_up: list[Path] = []
+        for r in fresh.replaces:
+            target = backups / r.folder.name
+            ops.append(Op("rename", str(r.folder), str(target)))
+            backed_up.append(target)
+        ops.append(Op("rename", str(staged), str(plan.dest)))
+        commit = len(ops)
+        before = fresh.selection_before
+        if plan.select:
+            doc, _entries = load_preferences(h)
+            new_prefs = with_selection(doc.data if doc else [], plan.model_format, fresh.info.name, fresh.info.version)
+            ops.append(_prefs_write_op(h, txdir, backups, new_prefs, doc))
+        records = installed_records(h)
+        records.append(
+            {
+                "txid": txid,
+                "ident": fresh.ident,
+                "folder": plan.dest.name,
+                "installed_at": info["installed_at"],
+                "replaced": [
+                    {"ident": r.ident, "folder": r.folder.name, "backup": f"backups/{txid}/{r.folder.name}"}
+                    for r in fresh.replaces
+                ],
+                "selected": plan.select,
+                "model_format": plan.model_format,
+                "selection_before": ({"name": before.name, "version": before.version} if before is not None else None),
+            }
+        )
+        ops.append(_records_write_op(h, txdir, records))
+        Journal(h.path).run(
+            Transaction(txid, "install", tuple(ops), commit, cleanup=(str(txdir),), summary=f"install {fresh.ident}")
+        )
+        return InstallResult(fresh.ident, plan.dest, txid, tuple(backed_up), plan.select, written)
+
+
+# ---------------------------------------------------------------------------------------------- uninstall
+
+
+@dataclass(frozen=True)
+class UninstallPlan:
+    home: LmsHome
+    info: BackendInfo
+    restores: tuple[tuple[Path, Path], ...] = ()  # (backup, back into backends/)
+    prefs_change: tuple[str, str | None, str | None] | None = None  # (format, name, version) or None
+    record_txid: str = ""
+    warnings: tuple[str, ...] = ()
+    blocked: str = ""
+
+    @property
+    def ident(self) -> str:
+        return self.info.ident
+
+    def describe(self) -> list[str]:
+        lines = [f"uninstall {self.ident} from {self.home.describe()}", f"delete {self.info.folder}"]
+        for src, dst in self.restores:
+            lines.append(f"restore {dst}  <-  {src}  (what this install replaced)")
+        if self.prefs_change is not None:
+            fmt, name, version = self.prefs_change
+            what = f"{name}@{version}" if name else "no explicit selection (LM Studio picks its default)"
+            lines.append(f"back up {self.home.preferences_file}; select {what} for {fmt}")
+        lines += [f"warning: {w}" for w in self.warnings]
+        if self.blocked:
+            lines.append(f"blocked: {self.blocked}")
+        return lines
+
+
+@dataclass(frozen=True)
+class UninstallResult:
+    ident: str
+    removed: Path
+    restored: tuple[Path, ...] = ()
+    txid: str = ""
+
+
+def plan_uninstall(
+    home: LmsHome | Path | str, ident: str, *, processes: ProcessLister = _default_procs
+) -> UninstallPlan:
+    h = as_home(home)
+    _require_home(h)
+    b = find_backend(h, ident)
+    if not b.ours:
+        raise RefusedChange(
+            f"{b.ident} in {b.folder} was not installed by lms-unlocked; official folders are never deleted",
+            hint=f"remove LM Studio's own runtimes in LM Studio or with `lms runtime remove {b.ident}`",
+        )
+    rec = next((r for r in reversed(installed_records(h)) if r.get("folder") == b.folder.name), None)
+    restores: list[tuple[Path, Path]] = []
+    warnings: list[str] = []
+    restored_idents: set[str] = set()
+    if rec is not None:
+        for r in rec.get("replaced", []):
+            src = state_dir(h.path) / str(r.get("backup", ""))  # relative: the home may have moved
+            dst = h.backends_dir / str(r.get("folder", ""))
+            if not src.is_dir():
+                warnings.append(f"the backup {src} of {r.get('ident')} is gone; it cannot be restored")
+            elif dst.exists() and dst != b.folder:
+                warnings.append(f"{dst} exists again; the backup {src} stays where it is")
+            else:
+                restores.append((src, dst))
+                restored_idents.add(str(r.get("ident")))
+    prefs_change: tuple[str, str | None, str | None] | None = None
+    for fmt in b.model_formats or ("gguf",):
+        cur = selected_for(h, fmt)
+        if cur is None or cur.ident != b.ident:
+            continue
+        prev = rec.get("selection_before") if rec is not None and rec.get("model_format") == fmt else None
+        name = version = None
+        if isinstance(prev, dict):
+            prev_ident = f"{prev.get('name')}@{prev.get('version')}"
+            still_there = any(x.ident == prev_ident for x in list_backends(h) if x.folder != b.folder)
+            if still_there or prev_ident in restored_idents:
+                name, version = str(prev.get("name")), str(prev.get("version"))
+        prefs_change = (fmt, name, version)
+        break
+    procs = processes(h)
+    blocked = ""
+    if procs:
+        if prefs_change is not None:
+            blocked = running_message(procs) + "; " + CLOSE_HINT
+        else:
+            warnings.append(running_message(procs) + "; restart it fully afterwards")
+    return UninstallPlan(
+        h, b, tuple(restores), prefs_change, str(rec.get("txid", "")) if rec else "", tuple(warnings), blocked
+    )
+
+
+def execute_uninstall(plan: UninstallPlan, *, processes: ProcessLister = _default_procs) -> UninstallResult:
+    h = plan.home
+    with home_lock(h.path):
+        _recover_locked(h)
+        if plan.prefs_change is not None:
+            _check_running(h, processes)
+        if not (plan.info.folder / MANIFEST_FILE).exists() or not read_backend(plan.info.folder).ours:
+            raise RefusedChange(f"{plan.info.folder} changed since the plan was made", hint="run the command again")
+        txid = new_txid("uninstall")
+        sd = state_dir(h.path)
+        txdir = sd / "tx" / txid
+        backups = sd / "backups" / txid
+        txdir.mkdir(parents=True)
+        ops = [Op("rename", str(plan.info.folder), str(txdir / "removed" / plan.info.folder.name))]
+        for src, dst in plan.restores:
+            ops.append(Op("rename", str(src), str(dst)))
+        if plan.prefs_change is not None:
+            fmt, name, version = plan.prefs_change
+            doc, _entries = load_preferences(h)
+            ops.append(
+                _prefs_write_op(h, txdir, backups, with_selection(doc.data if doc else [], fmt, name, version), doc)
+            )
+        records = [r for r in installed_records(h) if r.get("folder") != plan.info.folder.name]
+        ops.append(_records_write_op(h, txdir, records))
+        fault_point("uninstall:prepared")
+        Journal(h.path).run(
+            Transaction(txid, "uninstall", tuple(ops), 1, cleanup=(str(txdir),), summary=f"uninstall {plan.ident}")
+        )
+        return UninstallResult(plan.ident, plan.info.folder, tuple(d for _s, d in plan.restores), txid)
+
+
+# ---------------------------------------------------------------------------------------------- select
+
+
+@dataclass(frozen=True)
+class SelectPlan:
+    home: LmsHome
+    info: BackendInfo
+    model_format: str
+    before: Selection | None
+    blocked: str = ""
+
+    @property
+    def ident(self) -> str:
+        return self.info.ident
+
+    @property
+    def unchanged(self) -> bool:
+        return self.before is not None and self.before.ident == self.ident
+
+    def describe(self) -> list[str]:
+        p = self.home.preferences_file
+        before = self.before.ident if self.before else "nothing"
+        if self.unchanged:
+            lines = [f"{self.ident} is already selected for {self.model_format}; nothing to do"]
+        else:
+            lines = [
+                f"back up {p}  ->  {state_dir(self.home.path) / 'backups' / '<transaction>' / p.name}"
+                if p.exists()
+                else f"create {p}",
+                f"select {self.ident} for {self.model_format} (was {before}); other formats' entries kept",
+            ]
+        if self.blocked:
+            lines.append(f"blocked: {self.blocked}")
+        return lines
+
+
+def plan_select(
+    home: LmsHome | Path | str, ident: str, model_format: str = "gguf", *, processes: ProcessLister = _default_procs
+) -> SelectPlan:
+    h = as_home(home)
+    _require_home(h)
+    b = find_backend(h, ident)
+    if not b.valid:
+        raise RefusedChange(f"{b.folder} is not a readable backend", hint="run `lms-unlocked doctor`")
+    formats = [f.lower() for f in b.model_formats]
+    if formats and model_format.lower() not in formats:
+        raise RefusedChange(
+            f"{b.ident} does not run {model_format} models (it supports {', '.join(b.model_formats)})",
+            hint="pick a backend for that model format",
+        )
+    load_preferences(h)  # raises on a malformed file before anything else
+    procs = processes(h)
+    blocked = running_message(procs) + "; " + CLOSE_HINT if procs else ""
+    return SelectPlan(h, b, model_format, selected_for(h, model_format), blocked)
+
+
+def execute_select(plan: SelectPlan, *, processes: ProcessLister = _default_procs) -> Selection:
+    h = plan.home
+    with home_lock(h.path):
+        _recover_locked(h)
+        _check_running(h, processes)
+        sel = Selection(plan.model_format, plan.info.name, plan.info.version)
+        if plan.unchanged:
+            return sel
+        txid = new_txid("select")
+        sd = state_dir(h.path)
+        txdir = sd / "tx" / txid
+        txdir.mkdir(parents=True)
+        doc, _entries = load_preferences(h)
+        new = with_selection(doc.data if doc else [], plan.model_format, plan.info.name, plan.info.version)
+        op = _prefs_write_op(h, txdir, sd / "backups" / txid, new, doc)
+        Journal(h.path).run(
+            Transaction(txid, "select", (op,), 1, cleanup=(str(txdir),), summary=f"select {plan.ident}")
+        )
+        return sel

@@ -1,0 +1,251 @@
+"""A small write-ahead journal so an interrupted change rolls forward or back at the next start.
+
+Everything we keep lives OUTSIDE ``extensions/backends`` (LM Studio registers every sub-folder
+there, backup copies included, §4.3), in ``<home>/.lms-unlocked/``, inside the LM Studio home so
+that every move is one ``rename`` on the same file system:
+
+* ``journal.json`` - the transaction in flight (at most one), removed when it is finished
+* ``lock`` - pid of the process changing this home
+* ``tx/<txid>/`` - staged folders, new file contents, folders being removed
+* ``backups/<txid>/`` - replaced folders and the original preferences/settings, kept for undo
+* ``installed.json`` - what we installed and what each install replaced (read by uninstall)
+
+A transaction is prepared without touching anything LM Studio sees (staging under ``tx/``), then a
+journal listing idempotent operations (``rename``, ``write``, ``delete``) and a commit index is
+written. After each operation the journal records progress. :func:`recover` rolls an interrupted
+transaction back when it stopped before the commit index (the home is as before) and forward
+otherwise (the home is as after). Every operation can be done or undone twice without harm, so a
+crash between an operation and its journal update is safe.
+
+Tests kill the process at named points through the ``LMS_UNLOCKED_FAULT`` environment variable
+(:func:`fault_point`); nothing happens when it is unset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from app.core.lmstudio.errors import LmStudioError
+from app.core.lmstudio.jsondoc import atomic_write_bytes
+
+STATE_DIR_NAME = ".lms-unlocked"
+JOURNAL_FILE = "journal.json"
+LOCK_FILE = "lock"
+FAULT_ENV = "LMS_UNLOCKED_FAULT"
+
+
+class JournalError(LmStudioError):
+    code = "journal-error"
+
+
+class HomeBusy(LmStudioError):
+    code = "home-busy"
+    exit_code = 2
+
+
+def state_dir(home_path: Path) -> Path:
+    return home_path / STATE_DIR_NAME
+
+
+def fault_point(label: str) -> None:
+    """Test hook: SIGKILL ourselves when ``LMS_UNLOCKED_FAULT`` equals ``label``."""
+    if os.environ.get(FAULT_ENV) == label:
+        os.kill(os.getpid(), signal.SIGKILL if hasattr(signal, "SIGKILL") else signal.SIGTERM)
+
+
+def new_txid(kind: str) -> str:
+    return f"{time.strftime('%Y%m%dT%H%M%S')}-{kind}-{secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True)
+class Op:
+    """One idempotent step. kind: "rename" (src -> dst), "write" (copy src bytes to dst), "delete" (dst)."""
+
+    kind: str
+    src: str = ""
+    dst: str = ""
+    orig: str = ""  # write/delete: where the original of dst is kept for undo ("" = dst did not exist)
+
+    def to_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "src": self.src, "dst": self.dst, "orig": self.orig}
+
+
+def _do(op: Op) -> None:
+    src, dst = Path(op.src), Path(op.dst)
+    if op.kind == "rename":
+        if _exists(src) and not _exists(dst):
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(src, dst)
+        elif _exists(src) and _exists(dst):
+            raise JournalError(f"cannot move {src} to {dst}: both exist", hint="move one of them away by hand")
+    elif op.kind == "write":
+        atomic_write_bytes(dst, src.read_bytes())
+    elif op.kind == "delete":
+        if _exists(dst):
+            os.unlink(dst)
+    else:
+        raise JournalError(f"unknown journal operation {op.kind}")
+
+
+def _undo(op: Op) -> None:
+    src, dst = Path(op.src), Path(op.dst)
+    if op.kind == "rename":
+        if _exists(dst) and not _exists(src):
+            src.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(dst, src)
+    elif op.kind in ("write", "delete"):
+        if op.orig:
+            atomic_write_bytes(dst, Path(op.orig).read_bytes())
+        elif _exists(dst):
+            os.unlink(dst)
+
+
+def _exists(p: Path) -> bool:
+    return p.exists() or p.is_symlink()
+
+
+@dataclass(frozen=True)
+class Transaction:
+    txid: str
+    kind: str  # "install", "uninstall", "select", "repair"
+    ops: tuple[Op, ...]
+    commit: int  # ops[:commit] done -> roll forward; fewer -> roll back
+    cleanup: tuple[str, ...] = ()  # paths removed after success (tx dirs)
+    summary: str = ""
+
+
+class Journal:
+    def __init__(self, home_path: Path) -> None:
+        self.home_path = home_path
+        self.dir = state_dir(home_path)
+        self.path = self.dir / JOURNAL_FILE
+
+    def pending(self) -> dict[str, Any] | None:
+        if not self.path.exists():
+            return None
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise JournalError(
+                f"the journal {self.path} is unreadable: {exc}",
+                hint=f"inspect {self.dir} by hand; backups are under {self.dir / 'backups'}",
+            ) from None
+        return data if isinstance(data, dict) else None
+
+    def _write(self, data: dict[str, Any]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.path, json.dumps(data, indent=2, ensure_ascii=False).encode("utf-8"))
+
+    def run(self, tx: Transaction) -> None:
+        """Apply ``tx`` with progress recorded after every operation; remove the journal at the end."""
+        state: dict[str, Any] = {
+            "txid": tx.txid,
+            "kind": tx.kind,
+            "summary": tx.summary,
+            "ops": [o.to_dict() for o in tx.ops],
+            "commit": tx.commit,
+            "cleanup": list(tx.cleanup),
+            "done": 0,
+            "pid": os.getpid(),
+        }
+        self._write(state)
+        fault_point(f"{tx.kind}:journal")
+        for i, op in enumerate(tx.ops):
+            _do(op)
+            fault_point(f"{tx.kind}:op{i}")
+            state["done"] = i + 1
+            self._write(state)
+            fault_point(f"{tx.kind}:op{i}:recorded")
+        self._finish(state)
+
+    def _finish(self, state: dict[str, Any]) -> None:
+        os.unlink(self.path)
+        fault_point(f"{state.get('kind')}:finished")
+        for p in state.get("cleanup", []):
+            shutil.rmtree(p, ignore_errors=True)
+
+    def recover(self) -> str:
+        """Finish or undo a transaction left by a killed process. Returns what was done ("" if nothing)."""
+        state = self.pending()
+        if state is None:
+            return ""
+        ops = [Op(**o) for o in state.get("ops", [])]
+        done = int(state.get("done", 0))
+        commit = int(state.get("commit", len(ops)))
+        if done >= commit:
+            for op in ops[done:]:
+                _do(op)
+            result = f"finished the interrupted {state.get('kind')} {state.get('txid')} ({state.get('summary')})"
+            self._finish(state)
+            return result
+        # roll back: the op in flight (index ``done``) may or may not have happened; undo is idempotent
+        for op in reversed(ops[: min(done + 1, len(ops))]):
+            _undo(op)
+        os.unlink(self.path)
+        for p in state.get("cleanup", []):
+            shutil.rmtree(p, ignore_errors=True)
+        return f"rolled back the interrupted {state.get('kind')} {state.get('txid')} ({state.get('summary')})"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        return pid != os.getpid() and psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+@contextmanager
+def home_lock(home_path: Path) -> Iterator[None]:
+    """Only one process changes a home at a time; a lock left by a dead process is taken over."""
+    d = state_dir(home_path)
+    d.mkdir(parents=True, exist_ok=True)
+    lock = d / LOCK_FILE
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or "0")
+            except (OSError, ValueError):
+                pid = 0
+            if pid and _pid_alive(pid):
+                raise HomeBusy(
+                    f"another lms-unlocked process (pid {pid}) is changing {home_path}",
+                    hint="wait for it to finish, then try again",
+                ) from None
+            try:
+                os.unlink(lock)
+            except FileNotFoundError:
+                pass
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(os.getpid()))
+        break
+    else:
+        raise HomeBusy(f"cannot take the lock {lock}")
+    try:
+        yield
+    finally:
+        try:
+            os.unlink(lock)
+        except FileNotFoundError:
+            pass
+
+
+def orphan_tx_dirs(home_path: Path, keep: Sequence[str] = ()) -> list[Path]:
+    txroot = state_dir(home_path) / "tx"
+    if not txroot.is_dir():
+        return []
+    return [p for p in txroot.iterdir() if p.name not in keep]

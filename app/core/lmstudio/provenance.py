@@ -1,0 +1,115 @@
+"""Our marker and provenance file in every backend folder we install (reference §9.4).
+
+``unlocked-install.json`` records the variant, the template ``name@version``, the llama.cpp tag,
+the build flags, our tool version and the sha256 of every file in the folder (symlinks by their
+target). Repair recognises our folders by it and checks their contents against it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app import __version__
+from app.core.lmstudio.backends import PROVENANCE_FILE
+from app.core.lmstudio.errors import JsonFileError
+from app.core.lmstudio.jsondoc import atomic_write_bytes, load_json
+
+PROVENANCE_SCHEMA = 1
+__all__ = ["PROVENANCE_FILE", "FileDiff", "file_digests", "read_provenance", "verify_files", "write_provenance"]
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_digests(folder: Path) -> dict[str, str]:
+    """relpath -> sha256 for files, "symlink:<target>" for links; our own marker excluded."""
+    out: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        d = Path(dirpath)
+        for name in sorted(dirnames + filenames):
+            p = d / name
+            rel = p.relative_to(folder).as_posix()
+            if rel == PROVENANCE_FILE:
+                continue
+            if p.is_symlink():
+                out[rel] = "symlink:" + os.readlink(p)
+                if name in dirnames:
+                    dirnames.remove(name)
+            elif p.is_file():
+                out[rel] = sha256_file(p)
+    return dict(sorted(out.items()))
+
+
+def executable_files(folder: Path) -> list[str]:
+    if os.name == "nt":
+        return []
+    return sorted(
+        rel for rel in file_digests(folder) if not (folder / rel).is_symlink() and os.access(folder / rel, os.X_OK)
+    )
+
+
+def write_provenance(folder: Path, info: Mapping[str, Any]) -> dict[str, Any]:
+    """Write our marker into ``folder`` with ``info`` (variant, template, llama_cpp_tag, flags, ...).
+
+    Adds ``schema``, ``tool_version``, ``files`` (sha256 of every file) and ``executables``.
+    Returns what was written.
+    """
+    data: dict[str, Any] = {"schema": PROVENANCE_SCHEMA, "tool": "lms-unlocked", "tool_version": __version__}
+    data.update({k: v for k, v in info.items() if k not in ("files", "executables")})
+    data["files"] = file_digests(folder)
+    data["executables"] = executable_files(folder)
+    atomic_write_bytes(folder / PROVENANCE_FILE, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode())
+    return data
+
+
+def read_provenance(folder: Path) -> dict[str, Any] | None:
+    """Our marker's content, or None when the folder is not ours or the marker is unreadable."""
+    try:
+        doc = load_json(folder / PROVENANCE_FILE)
+    except JsonFileError:
+        return None
+    return doc.data if isinstance(doc.data, dict) else None
+
+
+@dataclass(frozen=True)
+class FileDiff:
+    missing: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+    added: tuple[str, ...] = ()
+    lost_exec: tuple[str, ...] = ()
+
+    @property
+    def clean(self) -> bool:
+        return not (self.missing or self.changed or self.lost_exec)
+
+
+def verify_files(folder: Path, provenance: Mapping[str, Any]) -> FileDiff:
+    """Compare the folder with the hashes and exec bits its marker recorded."""
+    want = provenance.get("files")
+    if not isinstance(want, dict):
+        return FileDiff()
+    have = file_digests(folder)
+    execs = provenance.get("executables") if isinstance(provenance.get("executables"), list) else []
+    assert isinstance(execs, list)
+    lost = tuple(
+        str(r)
+        for r in execs
+        if os.name != "nt" and (folder / str(r)).is_file() and not os.access(folder / str(r), os.X_OK)
+    )
+    return FileDiff(
+        missing=tuple(sorted(r for r in want if r not in have)),
+        changed=tuple(sorted(r for r in want if r in have and have[r] != want[r])),
+        added=tuple(sorted(r for r in have if r not in want)),
+        lost_exec=lost,
+    )
