@@ -72,8 +72,8 @@ def probe_hardware(*, cpuinfo_path: Path | None = None, disk_path: Path | None =
                    skip_gpu: bool = False) -> HardwareReport:
     """Probe this machine (or, with `cpuinfo_path`, describe the CPU of a saved /proc/cpuinfo).
 
-    With `cpuinfo_path` the CPU part comes from the file and the OS/RAM/disk/GPU parts are left out (they would
-    describe this machine, not the one the file came from).
+    With `cpuinfo_path` the CPU part comes from the file, the OS is Linux (where the file came from), and the
+    RAM/disk/GPU parts are left out (they would describe this machine, not the one the file came from).
 
     Raises:
         InputFileError: `cpuinfo_path` is missing, unreadable or not a cpuinfo dump.
@@ -81,7 +81,11 @@ def probe_hardware(*, cpuinfo_path: Path | None = None, disk_path: Path | None =
     errors: list[ProbeError] = []
     if cpuinfo_path is not None:
         cpu = load_cpuinfo_file(cpuinfo_path)
-        return HardwareReport(tool_version=__version__, created_at=_now(), source="cpuinfo-file", cpu=cpu)
+        # /proc/cpuinfo only exists on Linux, so that much is known about the machine it came from.
+        file_os = OsInfo(platform="linux", system="Linux", machine=cpu.architecture,
+                         description="Linux (the machine the saved /proc/cpuinfo came from)")
+        return HardwareReport(tool_version=__version__, created_at=_now(), source="cpuinfo-file", cpu=cpu,
+                              os=file_os)
 
     cpu_info: CpuInfo | None = _attempt("cpu", cpu_mod.probe_cpu_live, errors)
     os_info: OsInfo | None = _attempt("os", system.probe_os, errors)
