@@ -309,7 +309,8 @@ from app.core.lmstudio.install import *
 op, home, arg = sys.argv[1:4]
 none = lambda _h: []
 if op == "install":
-    execute_install(plan_install(home, Path(arg), select=True, processes=none), provenance={"variant": "cpu-avx1"}, processes=none)
+    plan = plan_install(home, Path(arg), select=True, processes=none)
+    execute_install(plan, provenance={"variant": "cpu-avx1"}, processes=none)
 elif op == "uninstall":
     execute_uninstall(plan_uninstall(home, arg, processes=none), processes=none)
 """
