@@ -1,0 +1,353 @@
+"""Pure build planning: the exact CMake configure/build command lines, environment and directories.
+
+`plan_build(report, variant, source, template)` decides everything before anything runs (reference build.md §2):
+CMake + Ninja, Release, ``GGML_NATIVE=OFF`` with every ggml ISA option explicitly ON/OFF (tailored to the
+target CPU, or a variant's generic baseline), shared libraries, no curl/openssl/tests/prebuilt UI, the build
+commit/number from the tag, only the targets the backend needs, ``$ORIGIN`` run paths, ccache when present,
+and for GPU variants Vulkan or CUDA with an arch list from the probed compute capabilities.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.core.build.source import SourceTree
+from app.core.errors import UsageError
+from app.core.hardware.report import HardwareReport
+from app.core.isa_flags import cmake_isa_flags, cmake_option_states, isa_from_cmake_flags, manifest_ise, sort_isa
+from app.core.runner import ProcessPlan
+
+FRAMEWORKS = ("cpu", "vulkan", "cuda")
+# ISA a variant token forbids, whatever the CPU has (a tailored build never exceeds its variant).
+_AVX2_AND_UP = frozenset(
+    {
+        "AVX2",
+        "AVX512F",
+        "AVX512CD",
+        "AVX512DQ",
+        "AVX512BW",
+        "AVX512VL",
+        "AVX512_VBMI",
+        "AVX512_VNNI",
+        "AVX512_BF16",
+        "AVX_VNNI",
+        "AMX_TILE",
+        "AMX_INT8",
+        "AMX_BF16",
+    }
+)
+_VARIANT_CAPS: dict[str, frozenset[str]] = {
+    "avx2": frozenset(),
+    "avx1": _AVX2_AND_UP,
+    "avx": _AVX2_AND_UP,
+    "noavx": _AVX2_AND_UP | {"AVX", "F16C", "FMA", "BMI1", "BMI2"},
+}
+# Libraries swapped into the template per framework (reference lmstudio-backends.md §9.1); CMake target names.
+SWAP_TARGETS: dict[str, tuple[str, ...]] = {
+    "cpu": ("ggml-base", "ggml-cpu"),
+    "vulkan": ("ggml-base", "ggml-cpu", "ggml-vulkan"),
+    "cuda": ("ggml-base", "ggml-cpu", "ggml-cuda", "ggml", "llama"),
+}
+SERVER_TARGETS: tuple[str, ...] = ("llama-server",)
+SMOKE_TARGETS: tuple[str, ...] = ("llama-simple",)
+KEPLER_MAX_CUDA = (11, 8)  # CUDA 12.0 removed sm_35/sm_37
+
+_M_FLAGS: dict[str, tuple[str, ...]] = {
+    "GGML_SSE42": ("-msse4.2",),
+    "GGML_F16C": ("-mf16c",),
+    "GGML_FMA": ("-mfma",),
+    "GGML_BMI2": ("-mbmi2",),
+    "GGML_AVX": ("-mavx",),
+    "GGML_AVX2": ("-mavx2",),
+    "GGML_AVX_VNNI": ("-mavxvnni",),
+    "GGML_AVX512": ("-mavx512f", "-mavx512cd", "-mavx512vl", "-mavx512dq", "-mavx512bw"),
+    "GGML_AVX512_VBMI": ("-mavx512vbmi",),
+    "GGML_AVX512_VNNI": ("-mavx512vnni",),
+    "GGML_AVX512_BF16": ("-mavx512bf16",),
+    "GGML_AMX_TILE": ("-mamx-tile",),
+    "GGML_AMX_INT8": ("-mamx-int8",),
+    "GGML_AMX_BF16": ("-mamx-bf16",),
+}
+
+
+class PlanError(UsageError):
+    code = "build-plan"
+
+
+@dataclass(frozen=True)
+class Variant:
+    framework: str  # cpu | vulkan | cuda
+    ise: str  # avx2 | avx1 | noavx
+    tags: tuple[str, ...]  # e.g. ("kepler",)
+    text: str
+
+
+def parse_variant(variant: str) -> Variant:
+    """ "cpu-avx1" / "vulkan-avx1" / "noavx" / "cuda-avx1-kepler" / "cuda" -> Variant."""
+    parts = [p for p in variant.lower().split("-") if p]
+    framework = parts.pop(0) if parts and parts[0] in FRAMEWORKS else "cpu"
+    ise = "avx2"
+    tags: list[str] = []
+    for p in parts:
+        if p in _VARIANT_CAPS:
+            ise = "avx1" if p == "avx" else p
+        else:
+            tags.append(p)
+    if not variant.strip() or (framework == "cpu" and not parts):
+        raise PlanError(
+            f"Unknown build variant {variant!r}.",
+            hint="Use cpu-avx1, noavx, vulkan-avx1, vulkan-noavx, cuda-avx1 or cuda-avx2 (add -kepler for CC<5.0).",
+        )
+    return Variant(framework, ise, tuple(tags), variant)
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    variant: str
+    framework: str
+    source_dir: str
+    build_dir: str
+    bin_dir: str
+    log_path: str
+    configure: ProcessPlan
+    build: ProcessPlan
+    targets: tuple[str, ...]
+    swap_targets: tuple[str, ...]  # libraries that replace the template's
+    cmake_defines: tuple[str, ...]
+    isa: tuple[str, ...]  # canonical ISA the built CPU code needs
+    manifest_ise: tuple[str, ...]
+    expected_cpu_flags: tuple[str, ...]  # -m flags the configure line must list, in no particular order
+    expected_cpu_defines: tuple[str, ...]
+    gpu_targets: tuple[str, ...] = ()  # manifest gpu.targets ("3.5", "3.7")
+    cuda_architectures: str = ""  # "35;37"
+    patch_features: frozenset[str] = field(default_factory=frozenset)
+    generic: bool = False
+    tag: str | None = None
+    commit: str | None = None
+    notes: tuple[str, ...] = ()
+
+
+def cuda_arch(cc: str) -> str:
+    """ "3.7" -> "37", "8.6" -> "86", "12.0" -> "120"."""
+    m = re.fullmatch(r"(\d+)\.(\d+)", cc.strip())
+    if not m:
+        raise PlanError(f"Not a CUDA compute capability: {cc!r}", hint="Expected MAJOR.MINOR such as 6.1.")
+    return f"{int(m.group(1))}{int(m.group(2))}"
+
+
+def cuda_targets(report: HardwareReport, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """Sorted unique compute capabilities of the report's NVIDIA GPUs (plus `extra`), e.g. ("3.5", "3.7")."""
+    ccs = {g.compute_capability for g in report.nvidia_gpus if g.compute_capability} | set(extra)
+    return tuple(sorted(ccs, key=lambda c: tuple(int(x) for x in c.split("."))))
+
+
+def target_isa(report: HardwareReport | None, variant: Variant, *, generic: bool) -> tuple[str, ...]:
+    """The canonical ISA the build may use: the CPU's, capped by the variant (or the variant's generic set)."""
+    if generic:
+        key = "noavx" if variant.ise == "noavx" else ("cpu-avx1" if variant.ise == "avx1" else "avx2")
+        flags = cmake_isa_flags([], generic=key)
+        return sort_isa(isa_from_cmake_flags(flags))
+    if report is None or report.cpu is None:
+        raise PlanError(
+            "The hardware report has no CPU information to tailor the build to.",
+            hint="Use --generic, or give --report/--cpuinfo of the target machine.",
+        )
+    have = set(report.cpu.isa)
+    if report.cpu.architecture not in ("x86_64", "amd64", "AMD64"):
+        raise PlanError(f"Building for {report.cpu.architecture} CPUs is not supported.", hint="x86-64 only.")
+    if variant.ise in ("avx1", "avx2") and "AVX" not in have:
+        raise PlanError(
+            f"Variant {variant.text} needs AVX, but the target CPU ({report.cpu.brand or 'unknown'}) has none.",
+            hint="Use the noavx variant for this CPU.",
+        )
+    if variant.ise == "avx2" and "AVX2" not in have:
+        raise PlanError(f"Variant {variant.text} needs AVX2, which the target CPU lacks.", hint="Use an -avx1 variant.")
+    return sort_isa(have - _VARIANT_CAPS[variant.ise])
+
+
+def _key(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:10]
+
+
+def plan_build(
+    report: HardwareReport | None,
+    variant: str,
+    source: SourceTree,
+    template_generation: str = "1.x",
+    *,
+    generic: bool = False,
+    jobs: int | None = None,
+    build_root: Path,
+    log_dir: Path | None = None,
+    replace_server: bool = False,
+    smoke_program: bool = True,
+    extra_cuda_targets: tuple[str, ...] = (),
+    cmake: str = "cmake",
+    ninja: str | None = "ninja",
+    ccache: str | None = None,
+    nvcc: str | None = None,
+    cuda_version: tuple[int, int] | None = None,
+    platform: str = sys.platform,
+) -> BuildPlan:
+    """Everything about one build, decided up front (no file system access, no processes).
+
+    Args:
+        template_generation: "1.x" or "2.x" (2.x may also replace the template's llama-server).
+        replace_server: also build llama-server (2.x templates whose server must be replaced).
+        smoke_program: also build llama-simple, the small host program the 1.x smoke test runs.
+        ninja/ccache/nvcc: resolved tool paths (None: not available); see prereq.find_tools().
+        cuda_version: the nvcc toolkit version, checked against the GPUs' compute capabilities.
+    """
+    v = parse_variant(variant)
+    isa = target_isa(report, v, generic=generic)
+    isa_flags = cmake_isa_flags(isa)
+    states = cmake_option_states(isa)
+    expected_flags = tuple(f for opt, on in states.items() if on for f in _M_FLAGS[opt])
+    expected_defines = tuple(opt for opt, on in states.items() if on)
+    notes: list[str] = []
+    defines: list[str] = [
+        "-DCMAKE_BUILD_TYPE=Release",
+        *isa_flags,
+        "-DBUILD_SHARED_LIBS=ON",
+        "-DLLAMA_CURL=OFF",
+        "-DLLAMA_OPENSSL=OFF",
+        "-DLLAMA_BUILD_TESTS=OFF",
+        f"-DLLAMA_BUILD_EXAMPLES={'ON' if smoke_program else 'OFF'}",
+        f"-DLLAMA_BUILD_SERVER={'ON' if replace_server else 'OFF'}",
+        f"-DLLAMA_BUILD_TOOLS={'ON' if replace_server else 'OFF'}",
+        "-DLLAMA_USE_PREBUILT_UI=OFF",
+        f"-DGGML_CCACHE={'ON' if ccache else 'OFF'}",
+    ]
+    if source.commit:
+        defines.append(f"-DLLAMA_BUILD_COMMIT={source.commit[:9]}")
+    if source.build_number is not None:
+        defines.append(f"-DLLAMA_BUILD_NUMBER={source.build_number}")
+    if platform != "win32":
+        # Binaries find their libraries next to themselves, in the build tree and in the backend folder.
+        defines += ["-DCMAKE_BUILD_WITH_INSTALL_RPATH=ON", "-DCMAKE_INSTALL_RPATH=$ORIGIN"]
+    gpu_targets: tuple[str, ...] = ()
+    archs = ""
+    features: set[str] = set()
+    env: dict[str, str] = {}
+    if v.framework == "vulkan":
+        defines.append("-DGGML_VULKAN=ON")
+        features.add("vulkan")
+    elif v.framework == "cuda":
+        gpu_targets = cuda_targets(report, extra_cuda_targets) if report else tuple(extra_cuda_targets)
+        if not gpu_targets:
+            raise PlanError(
+                "A CUDA build needs the target GPUs' compute capabilities, and the report lists none.",
+                hint="Probe on the machine with the NVIDIA GPU (or give its --report).",
+            )
+        archs = ";".join(cuda_arch(c) for c in gpu_targets)
+        kepler = [c for c in gpu_targets if int(c.split(".")[0]) < 5]
+        defines += ["-DGGML_CUDA=ON", f"-DCMAKE_CUDA_ARCHITECTURES={archs}"]
+        if nvcc:
+            defines.append(f"-DCMAKE_CUDA_COMPILER={nvcc}")
+        features.add("cuda")
+        if kepler:
+            features.add("cuda-kepler")
+            notes.append(
+                f"Kepler GPU (CC {', '.join(kepler)}): needs CUDA ≤ 11.8, driver 470.x and the batched-GEMM patch."
+            )
+            if cuda_version is not None and cuda_version > KEPLER_MAX_CUDA:
+                raise PlanError(
+                    f"CUDA {cuda_version[0]}.{cuda_version[1]} cannot build for Kepler (CC {', '.join(kepler)}).",
+                    hint="Install the CUDA 11.8 toolkit (with gcc ≤ 11) and point CUDACXX at its nvcc; "
+                    "Kepler also needs the NVIDIA 470.x driver.",
+                )
+        if cuda_version is not None and cuda_version >= (13, 0) and any(float(c) < 7.5 for c in gpu_targets):
+            raise PlanError(
+                f"CUDA {cuda_version[0]}.{cuda_version[1]} cannot compile for CC < 7.5 "
+                f"({', '.join(c for c in gpu_targets if float(c) < 7.5)}).",
+                hint="Use the CUDA 12.x toolkit for Maxwell/Pascal/Volta/Turing GPUs.",
+            )
+    targets = list(SWAP_TARGETS[v.framework])
+    if replace_server:
+        targets += [t for t in SERVER_TARGETS if t not in targets]
+    if smoke_program:
+        targets += [t for t in SMOKE_TARGETS if t not in targets]
+    defines_t = tuple(defines)
+    key = _key(str(source.root), *defines_t)
+    build_dir = build_root / f"{v.text}-{key}"
+    generator = ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"] if ninja else []
+    configure = ProcessPlan(
+        argv=(cmake, "-S", str(source.root), "-B", str(build_dir), *generator, *defines_t),
+        env=env,
+        label="configure",
+    )
+    job_args = ("-j", str(jobs)) if jobs else ()
+    build = ProcessPlan(
+        argv=(cmake, "--build", str(build_dir), "--config", "Release", *job_args, "--target", *targets),
+        env=env,
+        label="build",
+    )
+    bin_dir = build_dir / "bin"
+    return BuildPlan(
+        variant=v.text,
+        framework=v.framework,
+        source_dir=str(source.root),
+        build_dir=str(build_dir),
+        bin_dir=str(bin_dir),
+        log_path=str((log_dir or build_root) / f"{v.text}-{key}.log"),
+        configure=configure,
+        build=build,
+        targets=tuple(targets),
+        swap_targets=SWAP_TARGETS[v.framework] + (SERVER_TARGETS if replace_server else ()),
+        cmake_defines=defines_t,
+        isa=isa,
+        manifest_ise=tuple(manifest_ise(isa)),
+        expected_cpu_flags=expected_flags,
+        expected_cpu_defines=expected_defines,
+        gpu_targets=gpu_targets,
+        cuda_architectures=archs,
+        patch_features=frozenset(features),
+        generic=generic,
+        tag=source.tag,
+        commit=source.commit,
+        notes=tuple(notes),
+    )
+
+
+# --- configure-output verification (build.md §9.1) -------------------------------------------------------------
+
+_VARIANT_LINE_RE = re.compile(r"Adding CPU backend variant (\S+):\s*(\S*)\s*(\S*)")
+
+
+class ConfigureCheckError(UsageError):
+    code = "configure-check"
+    exit_code = 1
+
+
+def verify_configure_output(plan: BuildPlan, lines: list[str]) -> None:
+    """Fail on -march=native, on ignored -D variables, and on a CPU-variant line whose flags differ from the plan."""
+    text = "\n".join(lines)
+    if "Manually-specified variables were not used" in text:
+        i = text.index("Manually-specified variables were not used")
+        raise ConfigureCheckError(
+            "CMake ignored some of our -D options (wrong names for this llama.cpp version).",
+            context=text[i : i + 400],
+            hint="This llama.cpp tag uses different option names; use the template's tag or update the planner.",
+        )
+    found = [m for m in (_VARIANT_LINE_RE.search(line) for line in lines) if m]
+    if not found:
+        raise ConfigureCheckError(
+            "CMake did not print the 'Adding CPU backend variant' line; cannot verify the CPU flags.",
+            hint="Check the configure log.",
+        )
+    for m in found:
+        flags = [f for f in m.group(2).split(";") if f]
+        if any("-march=native" in f or "march=native" in f for f in flags):
+            raise ConfigureCheckError(
+                f"The CPU backend {m.group(1)} would be built with -march=native.", hint="GGML_NATIVE must be OFF."
+            )
+        if set(flags) != set(plan.expected_cpu_flags):
+            raise ConfigureCheckError(
+                f"CPU backend flags differ from the plan: got {';'.join(flags) or '(none)'}, "
+                f"expected {';'.join(plan.expected_cpu_flags) or '(none)'}.",
+                hint="An ISA option was not applied; see the configure log.",
+            )

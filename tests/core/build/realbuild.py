@@ -1,0 +1,148 @@
+"""Real llama.cpp builds for the tests, cached in persistent_test_cache() between runs.
+
+Source: the llama-cpp-python 0.3.36 sdist from PyPI (vendors llama.cpp commit 0c1e57098, build.md §1), fetched
+with pip on a fresh machine. Every build goes through the product's own prepare_source / plan_build /
+run_build, so a second run re-uses the source tree and the build directories (Ninja has nothing to do).
+
+Run `python -m tests.core.build.realbuild` to warm the cache outside pytest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from app.core.build.execute import BuildResult, run_build
+from app.core.build.plan import BuildPlan, plan_build
+from app.core.build.prereq import find_tools
+from app.core.build.source import SourceTree, prepare_source
+from app.core.hardware.cpu import parse_proc_cpuinfo
+from app.core.hardware.report import HardwareReport
+from tests.conftest import HWDATA, persistent_test_cache
+
+SDIST_VERSION = "0.3.36"
+SDIST_NAME = f"llama_cpp_python-{SDIST_VERSION}.tar.gz"
+SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
+LLAMA_COMMIT = "0c1e57098"
+
+# Target CPUs (real /proc/cpuinfo dumps) -> the qemu -cpu model that stands in for them.
+CPUS = {
+    "haswell": "haswell-i7-4770.txt",
+    "ivybridge": "ivybridge-i5-3570k.txt",
+    "sandybridge": "sandybridge-i5-2400.txt",
+    "nehalem": "nehalem-bloomfield-i7-920.txt",
+    "core2": "core2-penryn-yorkfield-q9550.txt",
+    "k10": "k10-opteron-6136.txt",
+}
+
+
+def report_for(cpu: str) -> HardwareReport:
+    info = parse_proc_cpuinfo((HWDATA / "cpuinfo" / CPUS[cpu]).read_text(), source=f"cpuinfo-file:{CPUS[cpu]}")
+    return HardwareReport(source="cpuinfo-file", cpu=info)
+
+
+def sdist_path() -> Path:
+    """The sdist, downloaded with pip once (about 6 s with scikit-build-core installed, 66 s without)."""
+    d = persistent_test_cache() / "sdist"
+    p = d / SDIST_NAME
+    if not p.is_file() or hashlib.sha256(p.read_bytes()).hexdigest() != SDIST_SHA256:
+        d.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-binary",
+                ":all:",
+                "--no-deps",
+                "-d",
+                str(d),
+                f"llama-cpp-python=={SDIST_VERSION}",
+            ],
+            check=True,
+        )
+        got = hashlib.sha256(p.read_bytes()).hexdigest()
+        assert got == SDIST_SHA256, f"{SDIST_NAME}: sha256 {got}, expected {SDIST_SHA256}"
+    return p
+
+
+def cache_root() -> Path:
+    return persistent_test_cache() / "product-cache"
+
+
+def build_root() -> Path:
+    return persistent_test_cache() / "builds"
+
+
+def source_tree(features: frozenset[str] = frozenset()) -> SourceTree:
+    return prepare_source(
+        tag=None, commit=LLAMA_COMMIT, cache_root=cache_root(), source=sdist_path(), features=features
+    )
+
+
+def plan_for(
+    cpu: str,
+    variant: str,
+    *,
+    smoke_program: bool = False,
+    generic: bool = False,
+    extra: dict[str, object] | None = None,
+) -> BuildPlan:
+    tools = find_tools()
+    return plan_build(
+        report_for(cpu),
+        variant,
+        source_tree(),
+        build_root=build_root(),
+        jobs=2,
+        smoke_program=smoke_program,
+        generic=generic,
+        ninja=tools.ninja,
+        ccache=tools.ccache,
+        cmake=tools.cmake or "cmake",
+        **(extra or {}),
+    )
+
+
+def build(plan: BuildPlan, *, quiet: bool = True) -> BuildResult:
+    return run_build(plan, on_line=None if quiet else print)
+
+
+def template_plan() -> BuildPlan:
+    """The stand-in for LM Studio's official AVX2 backend: Haswell flags, ggml libs + libllama + llama-simple."""
+    return plan_for("haswell", "cpu-avx2", smoke_program=True)
+
+
+# variant builds used by the tests: name -> (cpu, variant)
+VARIANT_BUILDS = {
+    "ivybridge": ("ivybridge", "cpu-avx1"),
+    "sandybridge": ("sandybridge", "cpu-avx1"),
+    "nehalem": ("nehalem", "noavx"),
+    "core2": ("core2", "noavx"),
+}
+
+
+def copy_bin(src_bin: Path, dest: Path) -> None:
+    """Copy a build's bin dir (libraries with their symlinks, programs) into `dest`."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for p in sorted(src_bin.iterdir()):
+        if p.is_symlink():
+            (dest / p.name).symlink_to(p.readlink())
+        elif p.is_file():
+            shutil.copy2(p, dest / p.name)
+
+
+if __name__ == "__main__":
+    import time
+
+    t = time.monotonic()
+    r = build(template_plan(), quiet=False)
+    print(f"template built in {time.monotonic() - t:.1f}s -> {r.bin_dir}")
+    for name, (cpu, variant) in VARIANT_BUILDS.items():
+        t = time.monotonic()
+        r = build(plan_for(cpu, variant))
+        print(f"{name}: {time.monotonic() - t:.1f}s -> {r.bin_dir}")
