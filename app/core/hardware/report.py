@@ -143,6 +143,7 @@ class HardwareReport:
     vulkan_devices: tuple[VulkanDevice, ...] = ()
     nvidia_gpus: tuple[NvidiaGpu, ...] = ()
     errors: tuple[ProbeError, ...] = field(default_factory=tuple)
+    note: str = ""  # free text, e.g. how a recorded (fixture) report was put together
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = to_jsonable(self)
