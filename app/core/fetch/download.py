@@ -567,3 +567,56 @@ def cached_download(
     return download_file(
         urls, dest, sha256=expected, size=size, progress=progress, cancel=cancel, policy=policy, session=session
     )
+
+
+def fetch_small(
+    url: str,
+    *,
+    max_bytes: int,
+    policy: RetryPolicy | None = None,
+    session: requests.Session | None = None,
+) -> bytes | None:
+    """GET a small document (a catalog, a signature) into memory; None when the server says 404/410.
+
+    Raises:
+        InsecureURLError: not https (or loopback http), also for any redirect hop.
+        DownloadError: after bounded retries, or when the body is larger than `max_bytes`.
+    """
+    policy = policy or RetryPolicy()
+    own = session is None
+    sess = session or requests.Session()
+    errors: list[str] = []
+    try:
+        for attempt in range(policy.attempts):
+            if attempt:
+                time.sleep(policy.delay(attempt - 1))
+            try:
+                resp, _ = _open(sess, url, {"User-Agent": USER_AGENT}, policy)
+                with resp:
+                    if resp.status_code in (404, 410):
+                        return None
+                    if resp.status_code == 429 or resp.status_code >= 500:
+                        errors.append(f"HTTP {resp.status_code}")
+                        continue
+                    if resp.status_code != 200:
+                        errors.append(f"HTTP {resp.status_code}")
+                        break
+                    body = bytearray()
+                    for chunk in resp.iter_content(64 * 1024):
+                        body += chunk
+                        if len(body) > max_bytes:
+                            raise DownloadError(
+                                f"{url} is larger than {max_bytes} bytes; refusing to read it.", context=url
+                            )
+                    return bytes(body)
+            except (requests.RequestException, _NextMirror) as exc:
+                errors.append(str(exc))
+    finally:
+        if own:
+            sess.close()
+    raise DownloadError(
+        f"Could not fetch {url}.",
+        context=url,
+        hint="Check the network connection, or use a local catalog file or folder.",
+        details="\n".join(errors),
+    )
