@@ -148,7 +148,7 @@ def run_smoke(
         return _run_server(plan, timeout=timeout, cancel=cancel, log_path=log_path)
     lines: list[str] = []
     res = run_process(plan.process, on_line=lines.append, cancel=cancel, log_path=log_path, timeout=timeout)
-    sigill = res.returncode == SIGILL_EXIT or any("Illegal instruction" in ln for ln in lines[-5:])
+    sigill = res.returncode in (SIGILL_EXIT, -4) or any("Illegal instruction" in ln for ln in lines[-5:])
     decoded = [int(m.group(1)) for m in (_DECODED_RE.search(ln) for ln in lines) if m]
     tokens = decoded[-1] if decoded else 0
     text = _generated_text(lines)

@@ -146,3 +146,34 @@ if __name__ == "__main__":
         t = time.monotonic()
         r = build(plan_for(cpu, variant))
         print(f"{name}: {time.monotonic() - t:.1f}s -> {r.bin_dir}")
+
+
+TEMPLATE_NAME = "llama.cpp-linux-x86_64-avx2"
+TEMPLATE_VERSION = "1.48.0"
+
+
+def make_template_folder(dest: Path, bin_dir: Path) -> Path:
+    """A folder shaped like LM Studio's official 1.x Linux CPU backend, from our AVX2 build.
+
+    Stand-ins: the official folder's manifest (the real 1.48.0 one, platform linux, name/ISE of the official
+    avx2 original), its real display-data.json with the 1.48.0 release note naming our commit, and our
+    libraries + llama-simple in place of LM Studio's binaries (libllama/libggml play the kept binaries that
+    import from the swapped ggml-base/ggml-cpu).
+    """
+    import json
+
+    from tests.conftest import BACKEND_EXAMPLES
+
+    copy_bin(bin_dir, dest)
+    m = json.loads((BACKEND_EXAMPLES / "win-x86_64-avx-1.48.0.backend-manifest.json").read_text())
+    m["name"], m["platform"] = TEMPLATE_NAME, "linux"
+    m["cpu"]["instruction_set_extensions"] = ["AVX2"]
+    (dest / "backend-manifest.json").write_text(json.dumps(m, indent=2) + "\n")
+    dd = json.loads((BACKEND_EXAMPLES / "win-x86_64-avx-1.48.0.display-data.json").read_text())
+    entry = dd[0][1]
+    entry["displayName"] = "CPU llama.cpp (Linux)"
+    for n in entry["releaseNotes"]:
+        if n["version"] == TEMPLATE_VERSION:
+            n["releaseNotes"] = f"- llama.cpp commit {LLAMA_COMMIT}\n"
+    (dest / "display-data.json").write_text(json.dumps(dd, indent=2) + "\n")
+    return dest
