@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from app import __version__
-from app.core.lmstudio.backends import PROVENANCE_FILE
+from app.core.lmstudio.backends import ARTIFACTS_FILE, DISPLAY_DATA_FILE, MANIFEST_FILE, PROVENANCE_FILE
 from app.core.lmstudio.errors import JsonFileError
 from app.core.lmstudio.jsondoc import atomic_write_bytes, load_json
 
 PROVENANCE_SCHEMA = 1
+JSON_FILES = (MANIFEST_FILE, DISPLAY_DATA_FILE, ARTIFACTS_FILE)
 __all__ = ["PROVENANCE_FILE", "FileDiff", "file_digests", "read_provenance", "verify_files", "write_provenance"]
 
 
@@ -66,11 +67,31 @@ def write_provenance(folder: Path, info: Mapping[str, Any]) -> dict[str, Any]:
     Returns what was written.
     """
     data: dict[str, Any] = {"schema": PROVENANCE_SCHEMA, "tool": "lms-unlocked", "tool_version": __version__}
-    data.update({k: v for k, v in info.items() if k not in ("files", "executables")})
+    data.update({k: v for k, v in info.items() if k not in ("files", "executables", "json_copies")})
     data["files"] = file_digests(folder)
     data["executables"] = executable_files(folder)
+    # copies of our JSON files, so repair can restore them if something mangles them (§15 #4, §17 #14)
+    copies: dict[str, str] = {}
+    for rel in JSON_FILES:
+        p = folder / rel
+        if p.is_file() and not p.is_symlink():
+            try:
+                copies[rel] = p.read_bytes().decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+    data["json_copies"] = copies
     atomic_write_bytes(folder / PROVENANCE_FILE, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode())
     return data
+
+
+def stored_copy(folder: Path, rel: str, provenance: Mapping[str, Any]) -> bytes | None:
+    """Our stored copy of a JSON file, only if it still matches the hash recorded at install."""
+    copies = provenance.get("json_copies")
+    files = provenance.get("files")
+    if not isinstance(copies, dict) or not isinstance(files, dict) or not isinstance(copies.get(rel), str):
+        return None
+    data = str(copies[rel]).encode("utf-8")
+    return data if hashlib.sha256(data).hexdigest() == files.get(rel) else None
 
 
 def read_provenance(folder: Path) -> dict[str, Any] | None:
