@@ -1,0 +1,117 @@
+"""probe_hardware / report_from_sources on this machine and on bad input files."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from app.core.errors import InputFileError
+from app.core.hardware.probe import probe_hardware, report_from_sources
+from app.core.hardware.report import HardwareReport
+from tests.conftest import FIXTURES
+
+CPUINFO = FIXTURES / "hwdata" / "cpuinfo"
+REPORTS = FIXTURES / "reports"
+
+
+@pytest.fixture
+def runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    d = tmp_path / "xdg"
+    d.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(d))
+    return d
+
+
+def test_live_probe(runtime_dir: Path, tmp_path: Path) -> None:
+    report = probe_hardware(disk_path=tmp_path / "not-yet" / "home")
+    assert report.source == "live" and report.created_at.endswith("Z")
+    assert report.cpu is not None and report.cpu.source == "proc-cpuinfo" and report.cpu.isa
+    assert report.os is not None and report.os.platform == "linux"
+    assert report.ram_total_bytes and report.ram_total_bytes > 2**30
+    assert report.disk_free_bytes and report.disk_free_bytes > 0
+    assert "measured at" in report.disk_path  # the folder does not exist yet: its nearest parent is measured
+    assert any(d.software for d in report.vulkan_devices)  # lavapipe
+    assert report.nvidia_gpus == ()
+    assert [(e.probe, e.kind) for e in report.errors] == [("nvidia", "absent")]
+    again = HardwareReport.from_json(report.to_json())
+    assert again == report
+
+
+def test_skip_gpu(runtime_dir: Path) -> None:
+    report = probe_hardware(skip_gpu=True)
+    assert report.vulkan_devices == () and report.nvidia_gpus == () and report.errors == ()
+
+
+def test_cpuinfo_file_report() -> None:
+    report = report_from_sources(None, str(CPUINFO / "ivybridge-i5-3570k.txt"))
+    assert report.source == "cpuinfo-file"
+    assert report.cpu is not None and report.cpu.microarchitecture == "ivybridge"
+    assert report.os is not None and report.os.platform == "linux"
+    assert report.ram_total_bytes is None and report.vulkan_devices == ()  # another machine's: unknown
+
+
+def test_report_file_round_trip(tmp_path: Path) -> None:
+    src = report_from_sources(None, str(CPUINFO / "westmere-arrandale-i5-m560.txt"))
+    p = tmp_path / "r.json"
+    p.write_text(src.to_json(), encoding="utf-8")
+    assert report_from_sources(str(p), None) == src
+    # `recommend --json` output embeds the report: that is accepted too
+    p.write_text(json.dumps({"ok": True, "recommended": "noavx", "report": src.to_dict()}), encoding="utf-8")
+    assert report_from_sources(str(p), None) == src
+
+
+def _truncated(tmp: Path) -> Path:
+    text = (CPUINFO / "ivybridge-i5-3570k.txt").read_text(encoding="utf-8")
+    p = tmp / "truncated.txt"
+    p.write_text(text[: text.index("flags")], encoding="utf-8")
+    return p
+
+
+def _binary(tmp: Path) -> Path:
+    p = tmp / "binary.txt"
+    p.write_bytes(Path(os.__file__).with_suffix(".py").read_bytes()[:50] + b"\x00\x01\x02\xff" * 20)
+    return p
+
+
+def _latin1(tmp: Path) -> Path:
+    p = tmp / "latin1.txt"
+    p.write_bytes("vendor_id\t: GenuineIntel\nmodel name\t: Caf\xe9\n".encode("latin-1"))
+    return p
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda t: t / "missing.txt", "not found"),
+        (lambda t: t, "is a folder"),
+        (lambda t: Path("/proc/self/mem"), "cannot read"),
+        (_truncated, "truncated"),
+        (_binary, "binary"),
+        (_latin1, "not UTF-8"),
+    ],
+    ids=["missing", "directory", "unreadable", "truncated", "binary", "not-utf8"],
+)
+def test_bad_cpuinfo_files(tmp_path: Path, make, message: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InputFileError, match=message) as info:
+        report_from_sources(None, str(make(tmp_path)))
+    assert info.value.hint and info.value.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"{not json", "not a JSON hardware report"),
+        (b'{"hello": 1}', "not a hardware report"),
+        (b'[1, 2]', "not a hardware report"),
+        (b'{"schema_version": 1, "cpu": {"family": {"x": 1}}, "vulkan_devices": 5}', "not a valid hardware report"),
+    ],
+    ids=["syntax", "other-json", "array", "wrong-types"],
+)
+def test_bad_report_files(tmp_path: Path, content: bytes, message: str) -> None:
+    p = tmp_path / "r.json"
+    p.write_bytes(content)
+    with pytest.raises(InputFileError, match=message):
+        report_from_sources(str(p), None)

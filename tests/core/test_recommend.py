@@ -1,0 +1,237 @@
+"""recommend(): the contract of issue #2 on recorded real machines, plus schema validation of the variants data."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+from dataclasses import replace
+
+import pytest
+
+from app.core.hardware.cpu import PF_AVX_INSTRUCTIONS_AVAILABLE, apply_os_feature_check
+from app.core.hardware.probe import report_from_sources
+from app.core.hardware.report import HardwareReport, NvidiaGpu
+from app.core.isa_flags import cmake_isa_flags, isa_from_cmake_flags
+from app.core.paths import data_path
+from app.core.recommend import (
+    Recommendation,
+    load_variants,
+    recommend,
+    validate_variants_json,
+    variant_by_id,
+)
+from tests.conftest import FIXTURES
+
+CPUINFO = FIXTURES / "hwdata" / "cpuinfo"
+REPORTS = FIXTURES / "reports"
+
+
+def load(name: str) -> HardwareReport:
+    return report_from_sources(str(REPORTS / f"{name}.json"), None)
+
+
+def ids(rec: Recommendation) -> list[str]:
+    return [c.variant for c in rec.candidates]
+
+
+def test_variants_data_is_valid() -> None:
+    data = json.loads(data_path("variants.json").read_text(encoding="utf-8"))
+    assert validate_variants_json(data) == []
+    assert {v.id for v in load_variants()} == {"cpu-avx1", "vulkan-avx1", "noavx", "cuda"}
+    assert variant_by_id("noavx").experimental
+
+
+def test_schema_rejects_broken_data() -> None:
+    data = json.loads(data_path("variants.json").read_text(encoding="utf-8"))
+    bad = copy.deepcopy(data)
+    bad["variants"][0]["requires"]["cpu_isa"] = ["AVX3"]  # checked through the $ref to requirements.schema.json
+    bad["variants"][1]["manifest_ise"] = [""]  # LM Studio rejects [""] (reference §11.2)
+    del bad["variants"][2]["label"]
+    errors = validate_variants_json(bad)
+    assert len(errors) == 3, errors
+
+
+def test_generic_manifest_ise_matches_generic_flags() -> None:
+    from app.core.isa_flags import manifest_ise
+
+    for v in load_variants():
+        if v.generic_baseline is not None:
+            needed = isa_from_cmake_flags(cmake_isa_flags((), generic=v.generic_baseline))
+            assert list(v.manifest_ise or ()) == manifest_ise(needed), v.id
+            assert not needed & set(v.must_not_need), v.id
+
+
+def index_rows() -> list[dict[str, str]]:
+    with (CPUINFO / "INDEX.tsv").open(encoding="utf-8") as fh:
+        return list(csv.DictReader(fh, delimiter="\t"))
+
+
+ROWS = index_rows()
+EXPECTED = {"noavx": "noavx", "avx1": "cpu-avx1", "official-avx2": None}
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r["file"] for r in ROWS])
+def test_every_real_dump(row: dict[str, str]) -> None:
+    report = report_from_sources(None, str(CPUINFO / row["file"]))
+    rec = recommend(report)
+    assert report.cpu is not None
+    if report.cpu.architecture != "x86_64":
+        # the Atom N270 is 32-bit: LM Studio ships x86_64 only, so nothing fits, and the summary says why
+        assert row["file"] == "atom-bonnell-n270.txt"
+        assert rec.recommended is None and not rec.official_supported and rec.candidates == ()
+        assert "needs an x86_64 CPU; this one is x86" in rec.summary
+        return
+    assert rec.recommended == EXPECTED[row["expected_class"]]
+    assert rec.official_supported == (row["expected_class"] == "official-avx2")
+    assert {r.variant for r in rec.rejected} | set(ids(rec)) == {v.id for v in load_variants()}
+    assert all(r.why_not for r in rec.rejected)
+    for c in rec.candidates:
+        needed = isa_from_cmake_flags(c.cmake_flags)
+        assert needed <= set(report.cpu.isa), (c.variant, needed - set(report.cpu.isa))
+        assert not needed & set(variant_by_id(c.variant).must_not_need)
+    assert report.cpu.brand in rec.summary
+
+
+def test_contract_avx2_no_gpu() -> None:
+    rec = recommend(load("haswell"))
+    assert rec.recommended is None and rec.official_supported and rec.candidates == ()
+    assert "don't need" in rec.summary
+    assert rec.rejection("cpu-avx1") is not None
+    assert rec.rejection("cpu-avx1").why_not == (  # type: ignore[union-attr]
+        "your CPU has AVX2, so LM Studio's official CPU backend already runs on it")
+
+
+def test_contract_ivybridge_cpu_avx1() -> None:
+    rec = recommend(load("ivybridge"))
+    assert rec.recommended == "cpu-avx1" and not rec.official_supported
+    c = rec.candidate("cpu-avx1")
+    assert c is not None and c.manifest_ise == ("AVX",) and c.gpu_framework == "none"
+    assert c.cmake_flags == cmake_isa_flags(["SSE3", "SSSE3", "SSE4.1", "SSE4.2", "AVX", "F16C"])
+    assert "-DGGML_F16C=ON" in c.cmake_flags and "-DGGML_BMI2=OFF" in c.cmake_flags
+    assert "-DGGML_F16C=OFF" in c.generic_cmake_flags  # the prebuilt AVX1 build must run on Sandy Bridge too
+    assert rec.summary.startswith("Your Intel Core i5-3570K (Ivy Bridge, 2012) has AVX")
+    assert "but not AVX2" in rec.summary
+    assert rec.rejection("vulkan-avx1").why_not == "needs a GPU with a Vulkan driver; none was found"  # type: ignore[union-attr]
+
+
+def test_sandybridge_and_piledriver_tailoring() -> None:
+    sb = recommend(load("sandybridge")).candidate("cpu-avx1")
+    assert sb is not None and "-DGGML_F16C=OFF" in sb.cmake_flags
+    pd = recommend(load("piledriver")).candidate("cpu-avx1")
+    assert pd is not None and "-DGGML_FMA=ON" in pd.cmake_flags and "-DGGML_AVX2=OFF" in pd.cmake_flags
+
+
+def test_contract_no_avx_is_experimental() -> None:
+    for name in ("westmere", "core2"):
+        rec = recommend(load(name))
+        assert rec.recommended == "noavx"
+        (c,) = rec.candidates
+        assert c.experimental and c.manifest_ise == () and any("Experimental" in w for w in c.warnings)
+        assert "(experimental)" in rec.summary
+    west = recommend(load("westmere")).candidate("noavx")
+    assert west is not None and "-DGGML_SSE42=ON" in west.cmake_flags and "-DGGML_AVX=OFF" in west.cmake_flags
+    core2 = recommend(load("core2")).candidate("noavx")
+    assert core2 is not None and "-DGGML_SSE42=OFF" in core2.cmake_flags  # Penryn has SSE4.1 only
+
+
+def test_useful_vulkan_with_avx_cpu_puts_vulkan_first() -> None:
+    rec = recommend(load("ivybridge-gtx770"))
+    assert rec.recommended == "vulkan-avx1" and ids(rec) == ["vulkan-avx1", "cpu-avx1"]
+    c = rec.candidates[0]
+    assert c.gpu_framework == "vulkan" and "-DGGML_VULKAN=ON" in c.cmake_flags
+    assert c.max_batch_size == 384  # GTX 770 is Kepler: the per-GPU warning is data
+    assert any("384" in w and "GTX 770" in w for w in c.warnings)
+    assert rec.rejection("cuda") is not None  # no NVIDIA driver recorded for this one
+
+
+def test_lavapipe_is_not_a_gpu() -> None:
+    rec = recommend(load("ivybridge-lavapipe"))
+    assert rec.recommended == "cpu-avx1"
+    assert "llvmpipe" in rec.rejection("vulkan-avx1").why_not  # type: ignore[union-attr]
+
+
+def test_kepler_cuda_constraints_spelled_out() -> None:
+    rec = recommend(load("ivybridge-kepler"))
+    assert rec.recommended == "vulkan-avx1" and ids(rec) == ["vulkan-avx1", "cuda", "cpu-avx1"]
+    cuda = rec.candidate("cuda")
+    assert cuda is not None and cuda.cuda is not None
+    plan = cuda.cuda
+    assert (plan.profile, plan.cuda_toolkit_max, plan.driver_branch, plan.architectures) == (
+        "kepler", "11.8", "R470", ("35", "37"))
+    assert plan.current_driver == "410.104" and plan.driver_min == "450.80.02"
+    assert any("too old for CUDA 11.8" in w and "R470" in w for w in cuda.warnings)
+    assert "-DCMAKE_CUDA_ARCHITECTURES=35;37" in cuda.cmake_flags and "-DGGML_CUDA=ON" in cuda.cmake_flags
+    assert any("CUDA 11" in n for n in cuda.notes)
+    assert cuda.manifest_ise == ("AVX",)
+
+
+def test_kepler_without_vulkan_recommends_cuda() -> None:
+    rec = recommend(load("ivybridge-k80"))
+    assert rec.recommended == "cuda"
+
+
+def test_avx2_cpu_with_kepler_gpu() -> None:
+    rec = recommend(load("haswell-k80"))
+    assert rec.official_supported and rec.recommended == "cuda"
+    c = rec.candidate("cuda")
+    assert c is not None and "-DGGML_AVX2=ON" in c.cmake_flags and c.manifest_ise == ("AVX2",)
+    # a useful Vulkan GPU would be served by the official Vulkan pack: then nothing is needed
+    gtx = load("ivybridge-gtx770")
+    with_vk = replace(load("haswell-k80"), vulkan_devices=gtx.vulkan_devices)
+    rec2 = recommend(with_vk)
+    assert rec2.recommended is None and rec2.candidate("cuda") is not None
+    assert "Optional" in rec2.summary
+
+
+@pytest.mark.parametrize(
+    ("gpu", "profile", "archs"),
+    [
+        (NvidiaGpu(0, "NVIDIA GeForce GTX 970", "5.2", "570.124.04"), "cuda12", ("52",)),
+        (NvidiaGpu(0, "Tesla P40", "6.1", "551.78"), "cuda12", ("61",)),
+        (NvidiaGpu(0, "Tesla K40m", "3.5", "470.256.02"), "kepler", ("35", "37")),
+    ],
+)
+def test_cuda_profiles_by_compute_capability(gpu: NvidiaGpu, profile: str, archs: tuple[str, ...]) -> None:
+    rec = recommend(replace(load("ivybridge"), nvidia_gpus=(gpu,)))
+    c = rec.candidate("cuda")
+    assert c is not None and c.cuda is not None
+    assert (c.cuda.profile, c.cuda.architectures) == (profile, archs)
+    assert not any("too old" in w for w in c.warnings)
+
+
+def test_cc30_gets_vulkan_not_cuda_and_modern_gpu_is_official() -> None:
+    gtx770 = NvidiaGpu(0, "NVIDIA GeForce GTX 770", "3.0", "470.239.06")
+    rec = recommend(replace(load("ivybridge-gtx770"), nvidia_gpus=(gtx770,)))
+    assert rec.recommended == "vulkan-avx1" and rec.candidate("cuda") is None
+    assert "compute capability 3.5 to 7.2" in rec.rejection("cuda").why_not  # type: ignore[union-attr]
+    h100 = replace(load("haswell"), nvidia_gpus=(NvidiaGpu(0, "NVIDIA H100 80GB HBM3", "9.0", "580.159.04"),))
+    rec = recommend(h100)
+    assert rec.recommended is None and rec.official_supported and rec.candidate("cuda") is None
+
+
+def test_os_disabled_avx_gets_noavx() -> None:
+    """A Sandy Bridge whose OS has AVX off (Windows cross-check, injected) must not get an AVX build."""
+    sb = load("sandybridge")
+    assert sb.cpu is not None
+    cpu = apply_os_feature_check(sb.cpu, lambda f: f != PF_AVX_INSTRUCTIONS_AVAILABLE)
+    rec = recommend(replace(sb, cpu=cpu))
+    assert rec.recommended == "noavx"
+    assert "disabled (BIOS / hypervisor / OS)" in rec.rejection("cpu-avx1").why_not  # type: ignore[union-attr]
+    assert "disabled" in rec.summary
+
+
+def test_no_cpu() -> None:
+    rec = recommend(HardwareReport())
+    assert rec.recommended is None and not rec.official_supported
+    assert rec.summary.startswith("The CPU could not be probed")
+
+
+def test_to_dict_shape() -> None:
+    d = recommend(load("ivybridge-kepler")).to_dict()
+    assert set(d) == {"recommended", "official_supported", "summary", "candidates", "rejected"}
+    for c in d["candidates"]:
+        assert {"variant", "label", "reasons", "warnings", "cmake_flags", "manifest_ise", "gpu_framework",
+                "experimental"} <= set(c)
+    assert {"variant", "why_not"} <= set(d["rejected"][0])
+    json.dumps(d)
