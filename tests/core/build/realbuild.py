@@ -177,3 +177,19 @@ def make_template_folder(dest: Path, bin_dir: Path) -> Path:
             n["releaseNotes"] = f"- llama.cpp commit {LLAMA_COMMIT}\n"
     (dest / "display-data.json").write_text(json.dumps(dd, indent=2) + "\n")
     return dest
+
+
+def vulkan_plan() -> BuildPlan:
+    """Vulkan + Ivy Bridge CPU flags, with llama-simple (its libggml registers the Vulkan backend)."""
+    tools = find_tools()
+    return plan_build(
+        report_for("ivybridge"),
+        "vulkan-avx1",
+        source_tree(frozenset({"vulkan"})),
+        build_root=build_root(),
+        jobs=2,
+        smoke_program=True,
+        ninja=tools.ninja,
+        ccache=tools.ccache,
+        cmake=tools.cmake or "cmake",
+    )

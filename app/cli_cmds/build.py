@@ -1,0 +1,252 @@
+"""`build` (a backend for this or another machine, from source), `audit` (ISA audit), `smoke` (prove it runs)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from app.cli_cmds.common import add_home_flag, add_json_flag, add_report_source_flags, emit_json, out
+from app.core.errors import UsageError
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    b = sub.add_parser(
+        "build",
+        help="build an LM Studio backend from llama.cpp source for this (or another) CPU/GPU",
+        description="Clone an official LM Studio backend and replace its ggml libraries with ones built from the "
+        "same llama.cpp tag for the target CPU/GPU; audit, package and smoke-test the result.",
+    )
+    b.add_argument("--variant", required=True, help="cpu-avx1, noavx, vulkan-avx1, cuda-avx1, cuda-avx1-kepler, ...")
+    t = b.add_mutually_exclusive_group(required=True)
+    t.add_argument("--template", metavar="NAME@VERSION", help="an installed official backend to clone")
+    t.add_argument("--template-dir", metavar="DIR", help="an official backend folder to clone")
+    b.add_argument("--tag", help="llama.cpp tag bNNNN (default: the one the template was built from)")
+    b.add_argument("--source", metavar="DIR|ARCHIVE", help="offline llama.cpp source folder or archive")
+    add_report_source_flags(b)
+    b.add_argument("--generic", action="store_true", help="generic flags for the variant instead of this CPU's")
+    b.add_argument("--out", metavar="DIR", help="where to put the backend folder (default: user data dir)")
+    b.add_argument("--install", action="store_true", help="install it into LM Studio afterwards (transactional)")
+    b.add_argument("--plan-only", action="store_true", help="show the exact plan (commands, dirs) and stop")
+    b.add_argument("--jobs", type=int, metavar="N", help="parallel compile jobs (default: all cores)")
+    b.add_argument("--force", action="store_true", help="build although --tag differs from the template's")
+    b.add_argument("--no-smoke", action="store_true", help="skip the smoke test")
+    b.add_argument("--qemu-cpu", metavar="MODEL", help="smoke-test under qemu-x86_64 -cpu MODEL (e.g. IvyBridge)")
+    b.add_argument("--replace-server", action="store_true", help="2.x: also build and replace llama-server")
+    add_home_flag(b)
+    add_json_flag(b)
+    b.set_defaults(handler=run_build_cmd)
+
+    a = sub.add_parser(
+        "audit",
+        help="which instruction sets each binary of a backend folder uses",
+        description="Disassemble every ELF/PE binary (capstone) and count SSE4.x, AVX, F16C, FMA, BMI, AVX2, "
+        "AVX-512 instructions; with --report/--cpuinfo, fail (exit 1) when a llama.cpp binary uses an "
+        "instruction set that CPU lacks.",
+    )
+    a.add_argument("path", help="backend folder or single binary")
+    add_report_source_flags(a)
+    a.add_argument("--jobs", type=int, metavar="N", help="parallel processes")
+    add_json_flag(a)
+    a.set_defaults(handler=run_audit_cmd)
+
+    s = sub.add_parser("smoke", help="prove a backend folder runs: generate tokens with a tiny model")
+    s.add_argument("path", help="backend folder")
+    s.add_argument("--framework", choices=("cpu", "vulkan", "cuda"), default="cpu")
+    s.add_argument("--server", action="store_true", help="use the folder's llama-server (2.x)")
+    s.add_argument("--program", help="program in the folder to run (default llama-simple / llama-server)")
+    s.add_argument("--model", help="GGUF model (default: the shipped tiny model)")
+    s.add_argument("--qemu-cpu", metavar="MODEL", help="run under qemu-x86_64 -cpu MODEL")
+    s.add_argument("-n", type=int, default=16, dest="n_tokens")
+    add_json_flag(s)
+    s.set_defaults(handler=run_smoke_cmd)
+
+
+def _template(args: argparse.Namespace) -> Any:
+    from app.core.lmstudio.backends import find_backend, read_backend
+    from app.core.lmstudio.home import resolve_home
+
+    if args.template_dir:
+        d = Path(args.template_dir)
+        if not (d / "backend-manifest.json").is_file():
+            raise UsageError(
+                f"{d} is not a backend folder (no backend-manifest.json).",
+                hint="Give an official LM Studio backend folder.",
+            )
+        return read_backend(d)
+    return find_backend(resolve_home(args.home), args.template)
+
+
+def run_build_cmd(args: argparse.Namespace) -> int:
+    from app.core.build.pipeline import prepare_job, run_job
+    from app.core.hardware.probe import report_from_sources
+
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError("--jobs must be at least 1.")
+    if args.plan_only and args.install:
+        raise UsageError("--plan-only and --install exclude each other.")
+    template = _template(args)
+    report = (
+        None if args.generic and not (args.report or args.cpuinfo) else report_from_sources(args.report, args.cpuinfo)
+    )
+    job = prepare_job(
+        template=template,
+        variant=args.variant,
+        report=report,
+        tag=args.tag,
+        source=Path(args.source) if args.source else None,
+        generic=args.generic,
+        jobs=args.jobs,
+        out_dir=Path(args.out) if args.out else None,
+        force=args.force,
+        replace_server=args.replace_server,
+        fetch=not args.plan_only,
+    )
+    if args.plan_only:
+        if args.json:
+            emit_json({"ok": True, "plan": job.to_dict()})
+        else:
+            d = job.to_dict()
+            out(
+                f"template:   {d['template']}  (llama.cpp {d['llama_cpp']['tag'] or ''} "
+                f"{d['llama_cpp']['commit'] or ''})"
+            )
+            out(
+                f"variant:    {d['variant']}  ISA {' '.join(d['isa']) or '(x86-64 baseline)'}  manifest ISE "
+                f"{d['manifest_ise']}"
+            )
+            out(f"configure:  {' '.join(d['configure'])}")
+            out(f"build:      {' '.join(d['build'])}")
+            out(f"output:     {d['out_dir']}")
+            for m in d["missing_prerequisites"]:
+                out(f"missing:    {m['what']} ({m['why']}): {m['how']}")
+            for n in d["notes"] + d["warnings"]:
+                out(f"note:       {n}")
+        return 0
+
+    def line(s: str) -> None:
+        if not args.json:
+            out(s)
+
+    res = run_job(job, on_line=line, on_step=lambda s: line(f"== {s}"), smoke=not args.no_smoke, qemu_cpu=args.qemu_cpu)
+    result: dict[str, Any] = {
+        "ok": True,
+        "folder": str(res.package.folder),
+        "name": res.package.name,
+        "replaced": list(res.package.replaced),
+        "plan": job.to_dict(),
+    }
+    if res.smoke is not None:
+        result["smoke"] = {
+            "ok": res.smoke.ok,
+            "tokens": res.smoke.tokens,
+            "seconds": round(res.smoke.seconds, 2),
+            "device_lines": list(res.smoke.device_lines),
+        }
+    if args.install:
+        from app.core.lmstudio.home import resolve_home
+        from app.core.lmstudio.install import execute_install, plan_install
+        from app.core.lmstudio.provenance import read_provenance
+
+        ip = plan_install(resolve_home(args.home), res.package.folder)
+        if ip.blocked:
+            raise UsageError(ip.blocked)
+        ir = execute_install(ip, provenance=read_provenance(res.package.folder) or {})
+        result["installed"] = str(ir.dest)
+    if args.json:
+        emit_json(result)
+    else:
+        out(f"built {res.package.name} -> {res.package.folder}")
+        if "installed" in result:
+            out(f"installed -> {result['installed']}")
+    return 0
+
+
+def run_audit_cmd(args: argparse.Namespace) -> int:
+    from app.core.build.audit import audit_folder, audit_violations
+
+    p = Path(args.path)
+    if not p.exists():
+        raise UsageError(f"{p} does not exist.", hint="Give a backend folder or a binary.")
+    fa = audit_folder(p, jobs=args.jobs)
+    violations = []
+    target = None
+    if args.report or args.cpuinfo:
+        from app.core.hardware.probe import report_from_sources
+
+        rep = report_from_sources(args.report, args.cpuinfo)
+        target = list(rep.cpu.isa) if rep.cpu else []
+        violations = audit_violations(fa, target)
+    if args.json:
+        emit_json(
+            {
+                "ok": not violations,
+                "folder": fa.folder,
+                "seconds": round(fa.seconds, 3),
+                "target_isa": target,
+                "binaries": [
+                    {
+                        "path": b.path,
+                        "format": b.format,
+                        "counted": b.counted,
+                        "instructions": b.instructions,
+                        "counts": b.counts,
+                        "skipped": b.skipped,
+                    }
+                    for b in fa.binaries
+                ],
+                "violations": [
+                    {"file": v.file, "extension": v.extension, "count": v.count, "examples": list(v.examples)}
+                    for v in violations
+                ],
+            }
+        )
+    else:
+        for b in fa.binaries:
+            counts = ", ".join(f"{k} {v}" for k, v in b.counts.items()) or "baseline x86-64 only"
+            tag = "" if b.counted else "  (LM Studio/runtime file, not judged)"
+            out(f"{b.path}: {counts}{tag}")
+        out(f"audited {len(fa.binaries)} binaries in {fa.seconds:.1f} s")
+        for v in violations:
+            out(f"VIOLATION: {v.describe()}")
+        if target is not None and not violations:
+            out("OK: nothing uses an instruction set the target CPU lacks")
+    return 1 if violations else 0
+
+
+def run_smoke_cmd(args: argparse.Namespace) -> int:
+    from app.core.build.smoke import plan_smoke, run_smoke
+    from app.core.build.tinymodel import shipped_model
+
+    folder = Path(args.path)
+    if not folder.is_dir():
+        raise UsageError(f"{folder} is not a folder.")
+    model = Path(args.model) if args.model else shipped_model()
+    plan = plan_smoke(
+        folder,
+        model,
+        framework=args.framework,
+        kind="server" if args.server else "simple",
+        program=args.program,
+        qemu_cpu=args.qemu_cpu,
+        n_tokens=args.n_tokens,
+    )
+    r = run_smoke(plan)
+    if args.json:
+        emit_json(
+            {
+                "ok": r.ok,
+                "reason": r.reason,
+                "returncode": r.returncode,
+                "sigill": r.sigill,
+                "tokens": r.tokens,
+                "seconds": round(r.seconds, 2),
+                "device_lines": list(r.device_lines),
+            }
+        )
+    else:
+        out(
+            f"{'OK' if r.ok else 'FAILED'}: {r.tokens} tokens in {r.seconds:.1f} s"
+            + (f" — {r.reason}" if r.reason else "")
+        )
+    return 0 if r.ok else 1
