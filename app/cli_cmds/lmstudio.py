@@ -1,0 +1,351 @@
+"""`list`, `uninstall`, `select`, `doctor` and `repair`: what lms-unlocked does inside LM Studio's home.
+
+Every command except `doctor` first finishes or undoes a change a killed process left behind
+(`recover`); `doctor` reports such a journal instead and `repair` resolves it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from app.cli_cmds.common import add_home_flag, add_json_flag, add_report_source_flags, emit_json, out
+from app.core.errors import UsageError
+from app.core.hardware.report import HardwareReport
+from app.core.lmstudio.backends import list_backends
+from app.core.lmstudio.doctor import Finding, diagnose, repair, repair_plan
+from app.core.lmstudio.errors import HomeNotFound
+from app.core.lmstudio.home import LmsHome, resolve_home
+from app.core.lmstudio.install import (
+    execute_select,
+    execute_uninstall,
+    plan_select,
+    plan_uninstall,
+    recover,
+)
+from app.core.lmstudio.judge import judge_backend
+from app.core.lmstudio.naming import OFFICIAL_NAMES
+from app.core.lmstudio.prefs import read_settings, selections
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "list",
+        help="list LM Studio's backends: requirements, status, selection, ours or official",
+        description="One row per backend folder in <home>/extensions/backends, judged like LM Studio does.",
+    )
+    _common(p, hardware=True)
+    p.set_defaults(handler=run_list)
+
+    u = sub.add_parser(
+        "uninstall",
+        help="remove a backend we installed, restoring what it replaced",
+        description="Remove one of our backends (never an official one) and restore the folder and "
+        "selection it replaced.",
+    )
+    u.add_argument("ident", metavar="NAME@VERSION")
+    u.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    _common(u)
+    u.set_defaults(handler=run_uninstall)
+
+    s = sub.add_parser(
+        "select",
+        help="select a backend for a model format (LM Studio must be closed)",
+        description="Edit .internal/backend-preferences-v1.json (backed up first, other formats kept).",
+    )
+    s.add_argument("ident", metavar="NAME@VERSION")
+    s.add_argument("--format", default="gguf", dest="model_format", help="model format (default: gguf)")
+    s.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    _common(s)
+    s.set_defaults(handler=run_select)
+
+    d = sub.add_parser(
+        "doctor",
+        help="explain why a backend does not show up or run",
+        description="Check the LM Studio home against the repair checklist; exit 1 if there are errors.",
+    )
+    _common(d, hardware=True)
+    d.set_defaults(handler=run_doctor)
+
+    r = sub.add_parser(
+        "repair",
+        help="apply doctor's safe fixes (backups first), then check again",
+        description="Apply the fixes doctor marks automatic; official folders are never changed.",
+    )
+    r.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    r.add_argument("--dry-run", action="store_true", help="print what would be done, change nothing")
+    _common(r, hardware=True)
+    r.set_defaults(handler=run_repair)
+
+
+def _common(p: argparse.ArgumentParser, *, hardware: bool = False) -> None:
+    add_json_flag(p)
+    add_home_flag(p)
+    if hardware:
+        add_report_source_flags(p)
+        p.add_argument("--no-probe", action="store_true", help="do not probe the hardware (status 'unknown')")
+        p.add_argument("--app-version", metavar="X.Y.Z", help="installed LM Studio version, to check minimums")
+
+
+def _home(args: argparse.Namespace) -> LmsHome:
+    h = resolve_home(args.home)
+    if not h.path.is_dir():
+        raise HomeNotFound(
+            f"no LM Studio home at {h.path}",
+            context=h.describe(),
+            hint=h.problem or "start LM Studio once, or pass --home DIR",
+        )
+    return h
+
+
+def _recover(h: LmsHome, args: argparse.Namespace) -> list[str]:
+    msgs = recover(h)
+    if not args.json:
+        for m in msgs:
+            out(f"note: {m}")
+    return msgs
+
+
+def _report(args: argparse.Namespace) -> HardwareReport | None:
+    if getattr(args, "no_probe", False):
+        return None
+    from app.core.hardware.probe import report_from_sources  # lazy: probing imports vulkan/nvml
+
+    return report_from_sources(args.report, args.cpuinfo)
+
+
+def _home_dict(h: LmsHome) -> dict[str, Any]:
+    return {"path": str(h.path), "how_found": h.how_found, "exists": h.exists, "problem": h.problem}
+
+
+# ------------------------------------------------------------------------------------------------------ list
+
+
+def run_list(args: argparse.Namespace) -> int:
+    h = _home(args)
+    recovered = _recover(h, args)
+    report = _report(args)
+    sel = {s.ident: s.model_format for s in selections(h)}
+    rows: list[dict[str, Any]] = []
+    for b in list_backends(h):
+        j = judge_backend(b, report, app_version=args.app_version)
+        gpu = b.gpu_framework + (f" {','.join(b.gpu_targets)}" if b.gpu_targets else "")
+        rows.append(
+            {
+                "ident": b.ident,
+                "folder": str(b.folder),
+                "generation": b.generation,
+                "display_name": b.display_name,
+                "llama_cpp": b.llama_tag or b.llama_commit or "",
+                "platform": b.platform,
+                "arch": b.arch,
+                "ise": list(b.ise),
+                "gpu": gpu,
+                "status": j.status,
+                "status_label": j.label,
+                "status_message": j.message,
+                "caveats": list(j.caveats),
+                "selected_for": sel.get(b.ident, ""),
+                "kind": "ours" if b.ours else ("official" if b.name in OFFICIAL_NAMES else "not ours"),
+                "problems": [p.message for p in b.problems],
+            }
+        )
+    settings = read_settings(h)
+    if args.json:
+        emit_json(
+            {
+                "ok": True,
+                "home": _home_dict(h),
+                "recovered": recovered,
+                "backends": rows,
+                "settings": {
+                    "autoUpdateExtensionPacks": settings.auto_update_extension_packs,
+                    "autoDeleteExtensionPacks": settings.auto_delete_extension_packs,
+                },
+            }
+        )
+        return 0
+    out(f"LM Studio home: {h.describe()}")
+    if h.problem:
+        out(f"  problem: {h.problem}")
+    if not rows:
+        out("no backends installed")
+        return 0
+    for r in rows:
+        needs = " ".join(x or '""' for x in r["ise"]) + (f" + {r['gpu']}" if r["gpu"] else "")
+        mark = f"  [selected: {r['selected_for']}]" if r["selected_for"] else ""
+        out(f"{r['ident'] or '(unreadable)'}  {r['kind']}  {r['generation']}  needs {needs or '-'}{mark}")
+        out(f"    folder: {r['folder']}")
+        out(f"    status: {r['status']} - {r['status_message']}")
+        for c in r["caveats"]:
+            out(f"    note: {c}")
+        for pr in r["problems"]:
+            out(f"    problem: {pr}")
+    for key, val in (
+        ("autoUpdateExtensionPacks", settings.auto_update_extension_packs),
+        ("autoDeleteExtensionPacks", settings.auto_delete_extension_packs),
+    ):
+        if val:
+            out(f"warning: {key} is on; it can remove or deselect custom backends (see `lms-unlocked doctor`)")
+    return 0
+
+
+# ------------------------------------------------------------------------------------- uninstall / select
+
+
+def run_uninstall(args: argparse.Namespace) -> int:
+    h = _home(args)
+    recovered = _recover(h, args)
+    plan = plan_uninstall(h, args.ident)
+    if args.dry_run:
+        return _print_plan(args, plan.describe(), recovered)
+    res = execute_uninstall(plan)
+    if args.json:
+        emit_json(
+            {
+                "ok": True,
+                "uninstalled": res.ident,
+                "removed": str(res.removed),
+                "restored": [str(p) for p in res.restored],
+                "recovered": recovered,
+            }
+        )
+    else:
+        out(f"uninstalled {res.ident} ({res.removed})")
+        for p in res.restored:
+            out(f"restored {p}")
+        out("restart LM Studio fully (tray -> Quit) so it rescans its backends")
+    return 0
+
+
+def run_select(args: argparse.Namespace) -> int:
+    h = _home(args)
+    recovered = _recover(h, args)
+    plan = plan_select(h, args.ident, args.model_format)
+    if args.dry_run:
+        return _print_plan(args, plan.describe(), recovered)
+    sel = execute_select(plan)
+    if args.json:
+        emit_json({"ok": True, "selected": sel.ident, "model_format": sel.model_format, "recovered": recovered})
+    else:
+        out(f"selected {sel.ident} for {sel.model_format} models")
+    return 0
+
+
+def _print_plan(args: argparse.Namespace, lines: list[str], recovered: list[str]) -> int:
+    if args.json:
+        emit_json({"ok": True, "dry_run": True, "plan": lines, "recovered": recovered})
+    else:
+        out("dry run, nothing changed:")
+        for line in lines:
+            out(f"  {line}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ doctor / repair
+
+
+def _finding_dict(f: Finding) -> dict[str, Any]:
+    return {
+        "code": f.code,
+        "severity": f.severity,
+        "backend": f.backend,
+        "explanation": f.explanation,
+        "fix": f.fix,
+        "automatic": f.auto,
+        "needs_lmstudio_closed": f.needs_closed,
+    }
+
+
+def _print_findings(fs: list[Finding] | tuple[Finding, ...]) -> None:
+    if not fs:
+        out("  no problems found")
+    for f in fs:
+        out(f"  [{f.severity}] {f.code}" + (f"  ({f.backend})" if f.backend else ""))
+        out(f"      {f.explanation}")
+        out(f"      fix{' (automatic)' if f.auto else ''}: {f.fix}")
+
+
+def run_doctor(args: argparse.Namespace) -> int:
+    h = resolve_home(args.home)
+    report = _report(args)
+    fs = diagnose(h, report=report, app_version=args.app_version)
+    errors = sum(1 for f in fs if f.severity == "error")
+    if args.json:
+        emit_json({"ok": True, "home": _home_dict(h), "findings": [_finding_dict(f) for f in fs], "errors": errors})
+    else:
+        out(f"LM Studio home: {h.describe()}")
+        _print_findings(fs)
+        if any(f.auto for f in fs):
+            out("run `lms-unlocked repair` to apply the automatic fixes")
+    return 1 if errors else 0
+
+
+def run_repair(args: argparse.Namespace) -> int:
+    h = _home(args)
+    report = _report(args)
+    before = diagnose(h, report=report, app_version=args.app_version)
+    plan = repair_plan(before)
+    if args.dry_run:
+        if args.json:
+            emit_json({"ok": True, "dry_run": True, "findings": [_finding_dict(f) for f in before], "plan": plan})
+        else:
+            out("dry run, nothing changed:")
+            for line in plan or ["nothing to do"]:
+                out(f"  {line}")
+        return 0
+    if not any(f.auto for f in before):
+        if args.json:
+            emit_json(
+                {
+                    "ok": True,
+                    "applied": [],
+                    "before": [_finding_dict(f) for f in before],
+                    "after": [_finding_dict(f) for f in before],
+                }
+            )
+        else:
+            out("nothing to repair automatically")
+            _print_findings(before)
+        return 1 if any(f.severity == "error" for f in before) else 0
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UsageError(
+                "repair changes files; confirm with --yes (or preview with --dry-run)",
+                hint="lms-unlocked repair --dry-run shows what would be done",
+            )
+        out("about to:")
+        for line in plan:
+            out(f"  {line}")
+        sys.stdout.write("apply the automatic fixes? [y/N] ")
+        sys.stdout.flush()
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            out("nothing changed")
+            return 1
+    outcome = repair(h, report=report, app_version=args.app_version)
+    if args.json:
+        emit_json(
+            {
+                "ok": True,
+                "applied": list(outcome.applied),
+                "skipped": list(outcome.skipped),
+                "backup_dir": str(outcome.backup_dir) if outcome.backup_dir else "",
+                "before": [_finding_dict(f) for f in outcome.before],
+                "after": [_finding_dict(f) for f in outcome.after],
+            }
+        )
+    else:
+        out("before:")
+        _print_findings(outcome.before)
+        out("applied:")
+        for a in outcome.applied or ("nothing",):
+            out(f"  {a}")
+        for s in outcome.skipped:
+            out(f"  {s}")
+        if outcome.backup_dir:
+            out(f"backups: {outcome.backup_dir}")
+        out("after:")
+        _print_findings(outcome.after)
+        out("restart LM Studio fully (tray -> Quit) so it rescans its backends")
+    return 1 if any(f.severity == "error" for f in outcome.after) else 0
