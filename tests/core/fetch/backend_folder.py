@@ -30,7 +30,8 @@ def make_backend_folder(parent: Path, name: str = "llama.cpp-linux-x86_64-vulkan
     lib.write_bytes(os.urandom(payload))
     lib.chmod(0o755)
     os.symlink("libggml-cpu.so.0.0.1", folder / "libggml-cpu.so.0")
-    (folder / "llm_engine_vulkan.node").write_bytes(os.urandom(payload // 4))
+    for lib in manifest.get("target_libraries", []):  # the .node files LM Studio loads must exist
+        (folder / lib["name"]).write_bytes(os.urandom(payload // 4))
     (folder / "sub").mkdir()
     (folder / "sub" / "README").write_text("stand-in\n")
     return folder

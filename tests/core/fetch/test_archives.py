@@ -141,7 +141,7 @@ def test_real_archive_round_trips_and_nested_folder_is_normalised(fmt: str, tmp_
     res = extract_archive(archive, tmp_path / "staging")
     assert res.nested and res.root == tmp_path / "staging" / folder.name
     assert tree(res.root) == tree(folder)  # bytes, exec bits and the .so symlink survive
-    assert res.files == 5
+    assert res.files == 6
 
 
 def test_flat_archive_is_its_own_root(tmp_path: Path) -> None:

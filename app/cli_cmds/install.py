@@ -1,0 +1,272 @@
+"""`install` (folder, archive, URL, catalog), `patch` (manifest-only clone proven safe) and `publish`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from app.cli_cmds.common import add_home_flag, add_json_flag, add_report_source_flags, emit_json, out
+from app.core.errors import UsageError
+from app.core.fetch.download import DownloadProgress
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "install",
+        help="install a prebuilt backend (folder, archive, URL or catalog entry)",
+        description="Install a backend into LM Studio transactionally. From a folder or archive "
+        "(--from), a URL with an optional --sha256, or a signed catalog (--catalog) where the best entry for "
+        "this machine is picked unless --entry names one.",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--from", dest="source", metavar="FOLDER|ARCHIVE|URL", help="backend folder, archive or URL")
+    src.add_argument(
+        "--catalog",
+        nargs="?",
+        const="",
+        metavar="URL|FILE|FOLDER",
+        help="a signed catalog (default: $LMS_UNLOCKED_CATALOG or the one shipped with the app)",
+    )
+    p.add_argument("--sha256", metavar="HEX", help="expected sha256 of the archive (--from ARCHIVE|URL)")
+    p.add_argument("--entry", metavar="NAME@VERSION", help="catalog entry to install (default: best match)")
+    p.add_argument("--select", action="store_true", help="also select it in LM Studio for GGUF models")
+    p.add_argument("--dry-run", action="store_true", help="show what would happen; download and install nothing")
+    p.add_argument(
+        "--allow-unsigned",
+        action="store_true",
+        help="accept a catalog whose signature is missing or wrong (DANGEROUS; only for catalogs you built)",
+    )
+    p.add_argument("--public-key", metavar="FILE", help="trust this ed25519 public key instead of the shipped one")
+    add_report_source_flags(p)
+    add_json_flag(p)
+    add_home_flag(p)
+    p.set_defaults(handler=run_install)
+
+    pa = sub.add_parser(
+        "patch",
+        help="clone an installed official backend with an honest AVX manifest, if its binaries allow it",
+        description="Patch-only: when the ISA audit proves that an installed official backend's binaries need "
+        "nothing this CPU lacks, install a clone of it under a new name with the manifest ISE [\"AVX\"]. "
+        "Refused (with the evidence) otherwise.",
+    )
+    pa.add_argument("--from", dest="source", required=True, metavar="NAME@VERSION", help="installed backend")
+    pa.add_argument("--select", action="store_true", help="also select the clone in LM Studio for GGUF models")
+    pa.add_argument("--dry-run", action="store_true", help="audit and show the plan; install nothing")
+    add_report_source_flags(pa)
+    add_json_flag(pa)
+    add_home_flag(pa)
+    pa.set_defaults(handler=run_patch)
+
+    pu = sub.add_parser(
+        "publish",
+        help="(maintainers) archive a built backend folder and add it to a signed catalog",
+        description="Archive FOLDER into DIR, add or update its entry in DIR/catalog.json and sign the catalog "
+        "with --key (ed25519 PEM). Entry URLs are relative to the catalog unless --base-url is given.",
+    )
+    pu.add_argument("folder", nargs="?", metavar="FOLDER", help="built backend folder")
+    pu.add_argument("--out", metavar="DIR", help="catalog folder to write into")
+    pu.add_argument("--key", metavar="KEY", help="ed25519 private key (PEM) to sign the catalog")
+    pu.add_argument("--format", choices=("7z", "tar.xz"), default="7z", help="archive format (default 7z)")
+    pu.add_argument("--variant", help="variant id (default: from the build's provenance or the manifest)")
+    pu.add_argument("--base-url", default="", help="absolute URL prefix for the archive (default: relative)")
+    pu.add_argument("--mirror", action="append", default=[], metavar="URL", help="mirror URL (repeatable)")
+    pu.add_argument("--no-audit", action="store_true", help="skip the ISA audit gate (not recommended)")
+    pu.add_argument("--new-key", metavar="FILE", help="create a new signing key FILE (+ FILE.pub) and exit")
+    add_json_flag(pu)
+    pu.set_defaults(handler=run_publish)
+
+
+# --- progress ---------------------------------------------------------------------------------------------------------
+
+
+class _Progress:
+    """One status line on stderr, redrawn in place on a terminal, every few seconds otherwise."""
+
+    def __init__(self) -> None:
+        self._tty = sys.stderr.isatty()
+        self._last = 0.0
+
+    def __call__(self, p: DownloadProgress) -> None:
+        now = time.monotonic()
+        done = p.total is not None and p.done >= p.total
+        if not self._tty and now - self._last < 5 and not done:
+            return
+        self._last = now
+        mib = p.done / 2**20
+        if p.total:
+            eta = f", {p.eta:.0f} s left" if p.eta is not None else ""
+            text = f"downloading {mib:.1f}/{p.total / 2**20:.1f} MiB ({100 * p.done / p.total:.0f}%)"
+            text += f" at {p.rate / 2**20:.1f} MiB/s{eta}"
+        else:
+            text = f"downloading {mib:.1f} MiB at {p.rate / 2**20:.1f} MiB/s"
+        sys.stderr.write(("\r" + text + "\033[K") if self._tty else text + "\n")
+        if done and self._tty:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _warn_loudly(lines: list[str] | tuple[str, ...]) -> None:
+    for w in lines:
+        sys.stderr.write(f"!!! {w}\n")
+
+
+def _report(args: argparse.Namespace) -> Any:
+    from app.core.hardware.probe import report_from_sources
+
+    return report_from_sources(getattr(args, "report", None), getattr(args, "cpuinfo", None))
+
+
+# --- install ------------------------------------------------------------------------------------------------------
+
+
+def run_install(args: argparse.Namespace) -> int:
+    from app.core.fetch.obtain import execute_obtain, plan_from, plan_from_catalog
+    from app.core.lmstudio.home import resolve_home
+
+    home = resolve_home(args.home)
+    if args.source is not None:
+        if args.entry or args.allow_unsigned or args.public_key:
+            raise UsageError("--entry, --allow-unsigned and --public-key go with --catalog, not --from.")
+        plan = plan_from(args.source, home=home, sha256=args.sha256, select=args.select, dry_run=args.dry_run)
+    else:
+        if args.sha256:
+            raise UsageError("--sha256 goes with --from; a catalog entry carries its own sha256.")
+        report = None if args.entry and not (args.report or args.cpuinfo) else _report(args)
+        plan = plan_from_catalog(
+            args.catalog or None,
+            home=home,
+            report=report,
+            entry_ident=args.entry,
+            select=args.select,
+            allow_unsigned=args.allow_unsigned,
+            public_key_path=Path(args.public_key) if args.public_key else None,
+        )
+    _warn_loudly(plan.warnings)
+    if plan.kind in ("url", "archive") and not plan.sha256:
+        _warn_loudly(["no --sha256 given: the archive's integrity is NOT verified"])
+    if args.dry_run:
+        if args.json:
+            emit_json({"ok": True, "dry_run": True, "plan": plan.describe(), **_plan_json(plan)})
+        else:
+            out("Dry run, nothing will be downloaded or changed:")
+            for line in plan.describe():
+                out("  " + line)
+        return 0
+    if not args.json:
+        for line in plan.describe():
+            out(line)
+    result = execute_obtain(plan, progress=None if args.json else _Progress())
+    if args.json:
+        emit_json(
+            {
+                "ok": True,
+                "installed": result.install.ident,
+                "folder": str(result.install.dest),
+                "selected": result.install.selected,
+                "transaction": result.install.txid,
+                "from_cache": bool(result.download and result.download.from_cache),
+                "nested_folder_normalised": result.nested,
+                **_plan_json(plan),
+            }
+        )
+    else:
+        out(f"Installed {result.install.ident} into {result.install.dest}")
+        if result.install.selected:
+            out("Selected it for GGUF models.")
+        out("Restart LM Studio completely (also quit it from the tray) so it lists the new backend.")
+    return 0
+
+
+def _plan_json(plan: Any) -> dict[str, Any]:
+    d: dict[str, Any] = {"kind": plan.kind, "source": plan.source, "sha256": plan.sha256, "urls": list(plan.urls)}
+    if plan.entry is not None:
+        d["entry"] = plan.entry.to_dict()
+    if plan.catalog is not None:
+        d["catalog"] = {"source": plan.catalog.source, "signed_by": plan.catalog.signed_by}
+        d["matches"] = [
+            {"entry": m.entry.ident, "offered": m.offered, "reasons": list(m.reasons)} for m in plan.matches
+        ]
+    d["warnings"] = list(plan.warnings)
+    return d
+
+
+# --- patch ----------------------------------------------------------------------------------------------------------
+
+
+def run_patch(args: argparse.Namespace) -> int:
+    from app.core.lmstudio.home import resolve_home
+    from app.core.patchonly import execute_patch, plan_patch
+
+    home = resolve_home(args.home)
+    plan = plan_patch(home, args.source, _report(args), select=args.select)
+    if args.json and args.dry_run:
+        emit_json({"ok": True, "dry_run": True, **plan.to_json()})
+        return 0
+    if not args.json:
+        for line in plan.describe():
+            out(line)
+    if args.dry_run:
+        return 0
+    result = execute_patch(plan)
+    if args.json:
+        emit_json({"ok": True, "installed": result.ident, "folder": str(result.dest), **plan.to_json()})
+    else:
+        out(f"Installed {result.ident} into {result.dest}")
+        out("Restart LM Studio completely (also quit it from the tray) so it lists the new backend.")
+    return 0
+
+
+# --- publish --------------------------------------------------------------------------------------------------------
+
+
+def run_publish(args: argparse.Namespace) -> int:
+    from app.core.fetch.publish import publish
+    from app.core.fetch.signing import generate_keypair
+
+    if args.new_key:
+        key = Path(args.new_key)
+        if key.exists():
+            raise UsageError(f"{key} already exists; refusing to overwrite a signing key.")
+        priv, pub = generate_keypair()
+        key.write_bytes(priv)
+        key.chmod(0o600)
+        key.with_name(key.name + ".pub").write_bytes(pub)
+        out(f"Wrote the private key {key} (keep it secret, e.g. as a CI secret) and {key}.pub.")
+        return 0
+    if not args.folder or not args.out:
+        raise UsageError("publish needs FOLDER and --out DIR (or --new-key FILE).")
+    res = publish(
+        Path(args.folder),
+        Path(args.out),
+        key_path=Path(args.key) if args.key else None,
+        fmt=args.format,
+        variant=args.variant,
+        base_url=args.base_url,
+        mirrors=args.mirror,
+        audit=not args.no_audit,
+    )
+    if res.signature is None:
+        _warn_loudly([f"{res.catalog} was written UNSIGNED (no --key); the app refuses it without --allow-unsigned"])
+    if args.json:
+        emit_json(
+            {
+                "ok": True,
+                "archive": str(res.archive),
+                "catalog": str(res.catalog),
+                "signature": str(res.signature) if res.signature else None,
+                "key_id": res.key_id,
+                "replaced": res.replaced,
+                "entry": res.entry.to_dict(),
+                "audit": res.audit_summary,
+            }
+        )
+    else:
+        out(f"{'Updated' if res.replaced else 'Added'} {res.entry.ident} ({res.entry.variant})")
+        out(f"  archive {res.archive} ({res.entry.size} bytes, sha256 {res.entry.sha256})")
+        if res.audit_summary:
+            out(f"  {res.audit_summary}")
+        out(f"  catalog {res.catalog}" + (f", signed with key {res.key_id}" if res.signature else " (UNSIGNED)"))
+    return 0

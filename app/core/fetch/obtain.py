@@ -1,0 +1,340 @@
+"""Get a prebuilt backend onto disk and into LM Studio: folder, archive, URL or catalog entry.
+
+Every path ends the same way: a verified archive is extracted into a fresh staging folder under our
+data dir (never inside LM Studio's `backends/`), the backend folder in it is found (one nested level is
+normalised), and `app.core.lmstudio.install` installs it transactionally. Staging is removed afterwards,
+whatever happens.
+
+`plan_*` functions decide everything (sources, URLs, sha256, which catalog entry and why) without
+downloading or writing; `execute_obtain` does the work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import uuid
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from app.core.errors import InputFileError, UsageError
+from app.core.fetch.archives import (
+    ArchiveLimits,
+    archive_format,
+    check_members,
+    extract_archive,
+    find_backend_root,
+    list_members,
+)
+from app.core.fetch.catalog import (
+    Catalog,
+    CatalogEntry,
+    EntryMatch,
+    best_entry,
+    load_catalog,
+    match_catalog,
+    official_engine_versions,
+    resolve_entry_source,
+)
+from app.core.fetch.download import (
+    DownloadResult,
+    ProgressFn,
+    RetryPolicy,
+    cached_download,
+    check_url,
+    filename_from_url,
+    hash_file,
+    is_url,
+    normalise_sha256,
+)
+from app.core.fetch.errors import CatalogError, ChecksumMismatch
+from app.core.hardware.report import HardwareReport
+from app.core.lmstudio.backends import list_backends, read_backend
+from app.core.lmstudio.home import LmsHome, as_home
+from app.core.lmstudio.install import InstallPlan, InstallResult, execute_install, plan_install
+from app.core.paths import user_cache_dir, user_data_dir
+from app.core.runner import CancelToken
+
+SourceKind = Literal["folder", "archive", "url", "catalog"]
+
+
+@dataclass(frozen=True)
+class ObtainPlan:
+    kind: SourceKind
+    source: str  # what the user gave
+    home: LmsHome
+    select: bool = False
+    local: Path | None = None  # local folder or archive
+    urls: tuple[str, ...] = ()
+    sha256: str | None = None
+    size: int | None = None
+    entry: CatalogEntry | None = None
+    catalog: Catalog | None = None
+    matches: tuple[EntryMatch, ...] = ()
+    install_plan: InstallPlan | None = None  # known up front for folders (and archives in a dry run)
+    archive_summary: str = ""
+    warnings: tuple[str, ...] = ()
+
+    def describe(self) -> list[str]:
+        lines: list[str] = []
+        lines += [f"warning: {w}" for w in self.warnings]
+        if self.catalog is not None:
+            signed = f"signature OK (key {self.catalog.signed_by})" if self.catalog.signed_by else "UNSIGNED"
+            lines.append(f"catalog {self.catalog.source}: {len(self.catalog.entries)} entries, {signed}")
+            for m in self.matches:
+                mark = "offered" if m.offered else "not offered: " + "; ".join(m.reasons)
+                lines.append(f"  {m.entry.ident} ({m.entry.variant}, engine {m.entry.engine_version}): {mark}")
+        if self.entry is not None:
+            lines.append(f"chosen entry {self.entry.ident} ({self.entry.variant})")
+        if self.urls:
+            size = f"{self.size / 2**20:.1f} MiB" if self.size else "size unknown"
+            lines.append(f"download {self.urls[0]} ({size})" + (f", mirrors: {', '.join(self.urls[1:])}"
+                                                                   if self.urls[1:] else ""))
+            lines.append(f"  into the cache {user_cache_dir() / 'downloads'}, resumable")
+        elif self.local is not None:
+            lines.append(f"use {self.kind} {self.local}")
+        if self.kind != "folder":
+            lines.append(
+                f"verify sha256 {self.sha256}" if self.sha256 else "sha256: NOT verified (no --sha256 given)"
+            )
+        if self.archive_summary:
+            lines.append(self.archive_summary)
+        if self.kind != "folder":
+            lines.append(f"extract into a staging folder under {user_data_dir() / 'staging'}, checked for unsafe "
+                         "entries, then install it:")
+        if self.install_plan is not None:
+            lines += ["  " + x for x in self.install_plan.describe()]
+        else:
+            what = self.entry.ident if self.entry else "the backend in the archive"
+            lines.append(f"  install {what} into {self.home.describe()} (transactional)")
+        return lines
+
+
+@dataclass(frozen=True)
+class ObtainResult:
+    install: InstallResult
+    download: DownloadResult | None = None
+    nested: bool = False
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def staging_root() -> Path:
+    return user_data_dir() / "staging"
+
+
+def new_staging_dir() -> Path:
+    d = staging_root() / uuid.uuid4().hex[:12]
+    d.parent.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+# --- planning -----------------------------------------------------------------------------------------------------
+
+
+def _blocked(plan: InstallPlan) -> None:
+    if plan.blocked:
+        raise UsageError(f"Cannot install and select now: {plan.blocked}", hint="Quit LM Studio and run it again.")
+
+
+def plan_from(
+    source: str,
+    *,
+    home: LmsHome | Path | str,
+    sha256: str | None = None,
+    select: bool = False,
+    dry_run: bool = False,
+    limits: ArchiveLimits | None = None,
+) -> ObtainPlan:
+    """Plan `install --from FOLDER|ARCHIVE|URL`.
+
+    For a local archive in a dry run the archive is checked and extracted into a throw-away staging folder,
+    so the install plan shown is exact; nothing is written to LM Studio's home.
+    """
+    h = as_home(home)
+    expected = normalise_sha256(sha256)
+    if is_url(source):
+        check_url(source)
+        return ObtainPlan("url", source, h, select, urls=(source,), sha256=expected)
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if expected:
+            raise UsageError("--sha256 applies to archives and URLs, not to a folder.")
+        root, nested = find_backend_root(path)
+        warn = (f"the backend is one folder down, in {root.name}/",) if nested else ()
+        fplan = plan_install(h, root, select=select)
+        return ObtainPlan("folder", source, h, select, local=root, install_plan=fplan, warnings=warn)
+    if not path.is_file():
+        raise InputFileError(
+            f"{source} does not exist.",
+            context=source,
+            hint="Give a backend folder, a .7z/.zip/.tar.gz/.tar.xz archive, or an https:// URL.",
+        )
+    archive_format(path)  # refuses non-archives early with a clear message
+    summary = _archive_summary(path, limits)
+    ip: InstallPlan | None = None
+    if dry_run:
+        if expected:
+            _verify_local(path, expected, None)
+        staging = new_staging_dir()
+        try:
+            res = extract_archive(path, staging, limits=limits)
+            ip = plan_install(h, res.root, select=select)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return ObtainPlan(
+        "archive", source, h, select, local=path, sha256=expected, install_plan=ip, archive_summary=summary
+    )
+
+
+def _archive_summary(path: Path, limits: ArchiveLimits | None) -> str:
+    members = list_members(path, limits)
+    check_members(members, path, limits or ArchiveLimits())
+    files = [m for m in members if m.kind == "file"]
+    total = sum(m.size for m in files)
+    links = sum(1 for m in members if m.kind == "symlink")
+    return (
+        f"archive {path.name}: {len(files)} files, {links} symlinks, {total / 2**20:.1f} MiB unpacked, "
+        "no unsafe entries"
+    )
+
+
+def plan_from_catalog(
+    catalog_source: str | Path | None,
+    *,
+    home: LmsHome | Path | str,
+    report: HardwareReport | None,
+    entry_ident: str | None = None,
+    select: bool = False,
+    allow_unsigned: bool = False,
+    public_key_path: Path | None = None,
+    engine_versions: Collection[str] | None = None,
+    policy: RetryPolicy | None = None,
+) -> ObtainPlan:
+    """Plan `install --catalog SRC [--entry NAME@VERSION]`: the named entry, or the best match for this machine.
+
+    Raises:
+        SignatureError / CatalogError: the catalog cannot be trusted or read, or no entry fits (with reasons).
+    """
+    h = as_home(home)
+    cat = load_catalog(catalog_source, public_key_path=public_key_path, allow_unsigned=allow_unsigned, policy=policy)
+    if engine_versions is None and h.path.is_dir():
+        engine_versions = official_engine_versions(list_backends(h))
+    matches = tuple(match_catalog(cat, report, engine_versions=engine_versions)) if report is not None else ()
+    warnings = list(cat.warnings)
+    if entry_ident:
+        entry = cat.find(entry_ident)
+        m = next((x for x in matches if x.entry == entry), None)
+        if m is not None and not m.offered:
+            warnings.append(f"{entry.ident} does not fit this machine: " + "; ".join(m.reasons))
+    else:
+        if report is None:
+            raise UsageError("Name an entry with --entry NAME@VERSION, or let the hardware be probed.")
+        chosen = best_entry(matches)
+        if chosen is None:
+            reasons = [f"{m.entry.ident}: " + "; ".join(m.reasons) for m in matches]
+            raise CatalogError(
+                "No entry of the catalog fits this machine." if matches else "The catalog has no entries.",
+                context=cat.source,
+                hint="Build the backend from source instead (`lms-unlocked build`), or name an entry with --entry.",
+                details="\n".join(reasons),
+            )
+        entry = chosen
+    src = resolve_entry_source(cat, entry)
+    return ObtainPlan(
+        "catalog",
+        str(catalog_source or cat.source),
+        h,
+        select,
+        local=src.local,
+        urls=src.urls if src.local is None else (),
+        sha256=entry.sha256,
+        size=entry.size,
+        entry=entry,
+        catalog=cat,
+        matches=matches,
+        warnings=tuple(warnings),
+    )
+
+
+# --- execution ----------------------------------------------------------------------------------------------------
+
+
+def _verify_local(path: Path, sha256: str, size: int | None, cancel: CancelToken | None = None) -> None:
+    actual, n = hash_file(path, cancel=cancel)
+    if actual != sha256 or (size is not None and n != size):
+        raise ChecksumMismatch(
+            f"{path.name} does not have the expected sha256.",
+            expected=sha256,
+            actual=actual,
+            context=str(path),
+            hint="The file is not the one the catalog/--sha256 describes. Nothing was installed.",
+        )
+
+
+def execute_obtain(
+    plan: ObtainPlan,
+    *,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+    policy: RetryPolicy | None = None,
+    limits: ArchiveLimits | None = None,
+    cache_root: Path | None = None,
+) -> ObtainResult:
+    """Download/verify/extract as planned, then install transactionally; staging is always removed."""
+    prov: dict[str, Any] = {"obtained_by": plan.kind, "obtained_from": plan.source}
+    if plan.kind == "folder":
+        assert plan.local is not None
+        ip = plan_install(plan.home, plan.local, select=plan.select)
+        _blocked(ip)
+        return ObtainResult(execute_install(ip, provenance=prov), provenance=prov)
+    download: DownloadResult | None = None
+    if plan.local is not None:
+        archive = plan.local
+        if plan.sha256:
+            _verify_local(archive, plan.sha256, plan.size, cancel)
+    else:
+        name = filename_from_url(plan.urls[0], default="backend-archive")
+        download = cached_download(
+            plan.urls,
+            sha256=plan.sha256,
+            size=plan.size,
+            filename=name,
+            cache_root=cache_root or user_cache_dir(),
+            progress=progress,
+            cancel=cancel,
+            policy=policy,
+        )
+        archive = download.path
+        prov["download_url"] = download.url or "(cache)"
+    prov["archive"] = archive.name
+    prov["archive_sha256"] = download.sha256 if download else (plan.sha256 or hash_file(archive)[0])
+    prov["archive_verified"] = bool(plan.sha256)
+    if plan.entry is not None:
+        prov["catalog_entry"] = plan.entry.ident
+        prov["variant"] = plan.entry.variant
+        if plan.entry.llama_tag:
+            prov["llama_cpp_tag"] = plan.entry.llama_tag
+    if plan.catalog is not None:
+        prov["catalog"] = plan.catalog.source
+        prov["catalog_signed_by"] = plan.catalog.signed_by or "UNSIGNED"
+    staging = new_staging_dir()
+    try:
+        res = extract_archive(archive, staging, limits=limits, cancel=cancel)
+        if plan.entry is not None:
+            got = read_backend(res.root)
+            if got.ident != plan.entry.ident:
+                raise CatalogError(
+                    f"The archive holds {got.ident or 'no valid backend'}, "
+                    f"but the catalog entry is {plan.entry.ident}.",
+                    context=str(archive),
+                    hint="The catalog and its archive do not belong together; nothing was installed.",
+                )
+        ip = plan_install(plan.home, res.root, select=plan.select)
+        _blocked(ip)
+        result = execute_install(ip, provenance=prov)
+        return ObtainResult(result, download=download, nested=res.nested, provenance=prov)
+    finally:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(staging)
