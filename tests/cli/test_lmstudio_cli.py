@@ -1,0 +1,189 @@
+"""The real console script `.venv/bin/lms-unlocked` in a subprocess: list, uninstall, select, doctor, repair."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.core.lmstudio.install import execute_install, plan_install
+from app.core.lmstudio.journal import STATE_DIR_NAME
+from tests.conftest import HWDATA, REPO
+from tests.lmstudio_homes import make_home, prepare_our_backend, tree_hashes
+
+EXE = REPO / ".venv" / "bin" / "lms-unlocked"
+IVY = str(HWDATA / "cpuinfo" / "ivybridge-i5-3570k.txt")
+OURS = "llama.cpp-linux-x86_64-avx1-unlocked"
+NONE: dict[str, Any] = {"processes": lambda _h: []}
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    exe = [str(EXE)] if EXE.exists() else [sys.executable, "-m", "app"]
+    return subprocess.run(
+        [*exe, *args], capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL, cwd=REPO
+    )
+
+
+def visible(home: Path) -> dict[str, str]:
+    return tree_hashes(home, exclude=(STATE_DIR_NAME,))
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    h = make_home(
+        tmp_path,
+        backends=["linux-vulkan-2.14.0", "win-avx-1.48.0"],
+        dirname="LM Stüdio home",
+        prefs=[{"model_format": "gguf", "name": "llama.cpp-linux-x86_64-vulkan-avx2", "version": "2.14.0"}],
+    )
+    execute_install(plan_install(h, prepare_our_backend(tmp_path), **NONE), provenance={"variant": "cpu-avx1"}, **NONE)
+    return h
+
+
+def test_list_json(home: Path) -> None:
+    r = cli("list", "--json", "--home", str(home), "--cpuinfo", IVY)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    rows = {row["ident"]: row for row in data["backends"]}
+    assert data["home"]["how_found"] == "override" and data["home"]["path"] == str(home)
+    ours = rows[f"{OURS}@2.14.0"]
+    assert (ours["kind"], ours["status"], ours["ise"], ours["generation"]) == ("ours", "compatible", ["AVX"], "2.x")
+    off = rows["llama.cpp-linux-x86_64-vulkan-avx2@2.14.0"]
+    assert (off["kind"], off["status"], off["selected_for"]) == (
+        "official",
+        "invalidCpuInstructionSetExtensions",
+        "gguf",
+    )
+    assert rows["llama.cpp-win-x86_64-avx@1.48.0"]["status"] == "incompatiblePlatform"
+    assert rows["llama.cpp-win-x86_64-avx@1.48.0"]["llama_cpp"] == "b6275"
+
+
+def test_list_human(home: Path) -> None:
+    r = cli("list", "--home", str(home), "--no-probe")
+    assert r.returncode == 0, r.stderr
+    assert f"{OURS}@2.14.0  ours  2.x  needs AVX" in r.stdout and "[selected: gguf]" in r.stdout
+
+
+def test_missing_home_and_pointer_to_nowhere(tmp_path: Path) -> None:
+    r = cli("list", "--home", str(tmp_path / "nope"))
+    assert r.returncode == 2 and "no LM Studio home" in r.stderr and "Traceback" not in r.stderr
+    r = cli("list", "--json", "--home", str(tmp_path / "nope"))
+    assert r.returncode == 2 and json.loads(r.stdout)["ok"] is False
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / ".lmstudio-home-pointer").write_text("/mnt/unplugged/lmstudio\n")
+    r = cli("list", env=dict(os.environ, HOME=str(user), USERPROFILE=str(user)))
+    assert r.returncode == 2 and "/mnt/unplugged/lmstudio" in r.stderr and "hint:" in r.stderr
+    assert (user / ".lmstudio-home-pointer").read_text() == "/mnt/unplugged/lmstudio\n"
+    r = cli("doctor", "--json", "--no-probe", env=dict(os.environ, HOME=str(user)))
+    assert r.returncode == 1 and json.loads(r.stdout)["findings"][0]["code"] == "home-problem"
+
+
+def test_uninstall_dry_run_then_real_then_official_refused(home: Path) -> None:
+    before = visible(home)
+    r = cli("uninstall", f"{OURS}@2.14.0", "--dry-run", "--home", str(home))
+    assert r.returncode == 0 and f"delete {home}/extensions/backends/{OURS}-2.14.0" in r.stdout
+    assert visible(home) == before
+    r = cli("uninstall", f"{OURS}@2.14.0", "--home", str(home))
+    assert r.returncode == 0, r.stderr
+    assert not (home / "extensions/backends" / f"{OURS}-2.14.0").exists()
+    r = cli("uninstall", "llama.cpp-linux-x86_64-vulkan-avx2@2.14.0", "--home", str(home))
+    assert r.returncode == 2 and "never deleted" in r.stderr and "Traceback" not in r.stderr
+    assert (home / "extensions/backends/llama.cpp-linux-x86_64-vulkan-avx2-2.14.0").is_dir()
+    r = cli("uninstall", "nope@1", "--home", str(home))
+    assert r.returncode == 2 and "no backend nope@1" in r.stderr
+
+
+def test_select_dry_run_real_and_malformed_prefs(home: Path) -> None:
+    prefs = home / ".internal" / "backend-preferences-v1.json"
+    r = cli("select", f"{OURS}@2.14.0", "--dry-run", "--home", str(home))
+    assert r.returncode == 0 and "was llama.cpp-linux-x86_64-vulkan-avx2@2.14.0" in r.stdout
+    r = cli("select", OURS, "--json", "--home", str(home))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["selected"] == f"{OURS}@2.14.0"
+    assert json.loads(prefs.read_text()) == [{"model_format": "gguf", "name": OURS, "version": "2.14.0"}]
+    prefs.write_text("{broken")
+    r = cli("select", OURS, "--home", str(home))
+    assert r.returncode == 2 and "not valid JSON" in r.stderr and prefs.read_text() == "{broken"
+
+
+def test_select_refused_while_a_real_llmster_runs(home: Path, tmp_path: Path) -> None:
+    fake = tmp_path / "llmster"  # a copy of sleep: a real process named like LM Studio's daemon
+    shutil.copy("/bin/sleep", fake)
+    proc = subprocess.Popen([str(fake), "60"])
+    try:
+        time.sleep(0.2)
+        before = visible(home)
+        r = cli("select", f"{OURS}@2.14.0", "--home", str(home))
+        assert r.returncode == 2 and "close LM Studio first" in r.stderr and f"pid {proc.pid}" in r.stderr
+        assert visible(home) == before
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_doctor_and_repair(home: Path) -> None:
+    m = home / "extensions/backends" / f"{OURS}-2.14.0" / "backend-manifest.json"
+    good = m.read_bytes()
+    m.write_bytes(b"\xef\xbb\xbf" + good)
+    r = cli("doctor", "--json", "--home", str(home), "--cpuinfo", IVY)
+    assert r.returncode == 1
+    found = {f["code"]: f for f in json.loads(r.stdout)["findings"]}
+    assert found["json-bom"]["automatic"] and found["json-bom"]["backend"] == f"{OURS}@2.14.0"
+    assert found["ours-not-selected"]["needs_lmstudio_closed"]
+    r = cli("repair", "--home", str(home), "--cpuinfo", IVY)  # stdin is not a terminal: needs --yes
+    assert r.returncode == 2 and "--yes" in r.stderr and m.read_bytes().startswith(b"\xef\xbb\xbf")
+    r = cli("repair", "--dry-run", "--home", str(home), "--cpuinfo", IVY)
+    assert r.returncode == 0 and "[json-bom]" in r.stdout and m.read_bytes().startswith(b"\xef\xbb\xbf")
+    r = cli("repair", "--yes", "--home", str(home), "--cpuinfo", IVY)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "before:" in r.stdout and "after:" in r.stdout and "[json-bom] removed the BOM" in r.stdout
+    assert m.read_bytes() == good
+    r = cli("doctor", "--home", str(home), "--cpuinfo", IVY)
+    assert r.returncode == 0 and "json-bom" not in r.stdout
+
+
+def test_interrupted_install_is_recovered_at_the_next_command(home: Path, tmp_path: Path) -> None:
+    before = visible(home)
+    v2 = prepare_our_backend(tmp_path / "v2", version="2.14.1")
+    driver = (
+        "import sys; from pathlib import Path; from app.core.lmstudio.install import *\n"
+        "n = lambda _h: []\n"
+        "execute_install(plan_install(sys.argv[1], Path(sys.argv[2]), processes=n), provenance={}, processes=n)\n"
+    )
+    env = dict(os.environ, LMS_UNLOCKED_FAULT="install:op0:recorded")
+    assert subprocess.run([sys.executable, "-c", driver, str(home), str(v2)], env=env, cwd=REPO).returncode == -9
+    r = cli("doctor", "--json", "--home", str(home), "--no-probe")
+    assert "interrupted-change" in {f["code"] for f in json.loads(r.stdout)["findings"]}
+    r = cli("list", "--home", str(home), "--no-probe")
+    assert r.returncode == 0 and "note: rolled back the interrupted install" in r.stdout
+    assert visible(home) == before
+
+
+def _install_cli_available() -> bool:
+    r = cli("install", "--help")
+    return r.returncode == 0 and "--from" in r.stdout
+
+
+def test_install_cli_round_trip(home: Path, tmp_path: Path) -> None:
+    """Through the install command another part owns; skipped until it exists."""
+    if not _install_cli_available():
+        pytest.skip("`lms-unlocked install --from` is not available yet (app/cli_cmds/install.py)")
+    v2 = prepare_our_backend(tmp_path / "v2", version="2.14.1")
+    before = visible(home)
+    r = cli("install", "--from", str(v2), "--dry-run", "--home", str(home))
+    assert r.returncode == 0, r.stderr
+    assert visible(home) == before
+    r = cli("install", "--from", str(v2), "--select", "--home", str(home))
+    assert r.returncode == 0, r.stderr
+    assert (home / "extensions/backends" / f"{OURS}-2.14.1").is_dir()
+    r = cli("uninstall", f"{OURS}@2.14.1", "--home", str(home))
+    assert r.returncode == 0, r.stderr
+    assert visible(home) == before
