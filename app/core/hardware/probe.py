@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
@@ -87,6 +88,11 @@ def probe_hardware(*, cpuinfo_path: Path | None = None, disk_path: Path | None =
         return HardwareReport(tool_version=__version__, created_at=_now(), source="cpuinfo-file", cpu=cpu,
                               os=file_os)
 
+    # The GPU probes spend their time in C (loading Vulkan drivers, NVML): run them beside the rest.
+    gpu_errors: list[ProbeError] = []
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="gpu-probe") if not skip_gpu else None
+    vk_future = pool.submit(probe_vulkan_into, gpu_errors) if pool else None
+    nv_future = pool.submit(probe_nvidia_into, gpu_errors) if pool else None
     cpu_info: CpuInfo | None = _attempt("cpu", cpu_mod.probe_cpu_live, errors)
     os_info: OsInfo | None = _attempt("os", system.probe_os, errors)
     ram = _attempt("memory", system.total_ram_bytes, errors)
@@ -100,9 +106,13 @@ def probe_hardware(*, cpuinfo_path: Path | None = None, disk_path: Path | None =
             disk_where = str(target) if where == target else f"{target} (measured at {where})"
     vk_devices: tuple[VulkanDevice, ...] = ()
     nv_gpus: tuple[NvidiaGpu, ...] = ()
-    if not skip_gpu:
-        vk_devices = _attempt("vulkan", lambda: probe_vulkan_into(errors), errors) or ()
-        nv_gpus = _attempt("nvidia", lambda: probe_nvidia_into(errors), errors) or ()
+    if pool is not None and vk_future is not None and nv_future is not None:
+        vk_devices = _attempt("vulkan", vk_future.result, errors) or ()
+        nv_gpus = _attempt("nvidia", nv_future.result, errors) or ()
+        pool.shutdown()
+        # keep a stable order in the report: vulkan before nvidia, whichever thread finished first
+        errors += sorted(gpu_errors, key=lambda e: ("vulkan", "nvidia").index(e.probe)
+                         if e.probe in ("vulkan", "nvidia") else 2)
     return HardwareReport(
         tool_version=__version__,
         created_at=_now(),
