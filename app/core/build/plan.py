@@ -22,6 +22,7 @@ from app.core.isa_flags import cmake_isa_flags, cmake_option_states, isa_from_cm
 from app.core.runner import ProcessPlan
 
 FRAMEWORKS = ("cpu", "vulkan", "cuda")
+VARIANT_TAGS = ("kepler",)  # extra variant tokens with a meaning (naming, notes)
 # ISA a variant token forbids, whatever the CPU has (a tailored build never exceeds its variant).
 _AVX2_AND_UP = frozenset(
     {
@@ -92,12 +93,15 @@ def parse_variant(variant: str) -> Variant:
     framework = parts.pop(0) if parts and parts[0] in FRAMEWORKS else "cpu"
     ise = "avx2"
     tags: list[str] = []
+    bad = False
     for p in parts:
         if p in _VARIANT_CAPS:
             ise = "avx1" if p == "avx" else p
-        else:
+        elif p in VARIANT_TAGS:
             tags.append(p)
-    if not variant.strip() or (framework == "cpu" and not parts):
+        else:
+            bad = True
+    if bad or not variant.strip() or (framework == "cpu" and not parts):
         raise PlanError(
             f"Unknown build variant {variant!r}.",
             hint="Use cpu-avx1, noavx, vulkan-avx1, vulkan-noavx, cuda-avx1 or cuda-avx2 (add -kepler for CC<5.0).",

@@ -1,0 +1,253 @@
+"""`lms-unlocked build / audit / smoke` through the real console script, in a subprocess.
+
+The full build uses the real llama.cpp sdist (offline `--source`), the real toolchain and qemu; its build directory
+lives in the persistent test cache, so a second run only re-checks it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.core.build.smoke import have_qemu
+from tests.conftest import HWDATA, REPO
+from tests.core.build import realbuild as rb
+
+SCRIPT = Path(sys.executable).parent / "lms-unlocked"
+IVY = str(HWDATA / "cpuinfo" / "ivybridge-i5-3570k.txt")
+NEHALEM = str(HWDATA / "cpuinfo" / "nehalem-bloomfield-i7-920.txt")
+
+
+def run(*args: str, tmp_path: Path, cache: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "LMS_UNLOCKED_LOG_DIR": str(tmp_path / "log"),
+        "LMS_UNLOCKED_DATA_DIR": str(tmp_path / "data"),
+        "LMS_UNLOCKED_CACHE_DIR": str(cache or tmp_path / "cache"),
+    }
+    return subprocess.run(
+        [str(SCRIPT), *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=timeout, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def template_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    res = rb.build(rb.template_plan())
+    return rb.make_template_folder(tmp_path_factory.mktemp("t") / "tmpl", res.bin_dir)
+
+
+def test_plan_only_json_is_exact_and_fetches_nothing(template_dir: Path, tmp_path: Path) -> None:
+    p = run(
+        "build",
+        "--variant",
+        "cpu-avx1",
+        "--template-dir",
+        str(template_dir),
+        "--cpuinfo",
+        IVY,
+        "--plan-only",
+        "--json",
+        "--jobs",
+        "2",
+        tmp_path=tmp_path,
+    )
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert d["ok"] is True
+    plan = d["plan"]
+    assert plan["template"] == "llama.cpp-linux-x86_64-avx2@1.48.0"
+    assert plan["llama_cpp"]["commit"] == rb.LLAMA_COMMIT
+    assert plan["isa"] == ["SSE3", "SSSE3", "SSE4.1", "SSE4.2", "AVX", "F16C"] and plan["manifest_ise"] == ["AVX"]
+    cfg = plan["configure"]
+    for flag in (
+        "-DGGML_NATIVE=OFF",
+        "-DGGML_AVX=ON",
+        "-DGGML_F16C=ON",
+        "-DGGML_AVX2=OFF",
+        "-DGGML_BMI2=OFF",
+        "-DGGML_FMA=OFF",
+        "-DBUILD_SHARED_LIBS=ON",
+        "-DLLAMA_BUILD_COMMIT=0c1e57098",
+    ):
+        assert flag in cfg
+    assert plan["build"][-4:] == ["--target", "ggml-base", "ggml-cpu", "llama-simple"]
+    assert "-j" in plan["build"] and plan["build"][plan["build"].index("-j") + 1] == "2"
+    assert plan["out_dir"].endswith("llama.cpp-linux-x86_64-avx1-unlocked-1.48.0")
+    assert not (tmp_path / "cache" / "llama-src").exists()  # plan only: nothing downloaded or extracted
+
+
+def test_plan_only_human(template_dir: Path, tmp_path: Path) -> None:
+    p = run(
+        "build",
+        "--variant",
+        "noavx",
+        "--template-dir",
+        str(template_dir),
+        "--cpuinfo",
+        NEHALEM,
+        "--plan-only",
+        tmp_path=tmp_path,
+    )
+    assert p.returncode == 0, p.stderr
+    assert "configure:  " in p.stdout and "-DGGML_SSE42=ON" in p.stdout and "-DGGML_AVX=OFF" in p.stdout
+
+
+def test_tag_mismatch_is_refused_unless_forced(template_dir: Path, tmp_path: Path) -> None:
+    tmpl = tmp_path / "tagged"
+    shutil.copytree(template_dir, tmpl, symlinks=True)
+    dd = json.loads((tmpl / "display-data.json").read_text())
+    for n in dd[0][1]["releaseNotes"]:
+        if n["version"] == "1.48.0":
+            n["releaseNotes"] = "- llama.cpp release b6275 (commit e288693)\n"
+    (tmpl / "display-data.json").write_text(json.dumps(dd))
+    p = run(
+        "build",
+        "--variant",
+        "cpu-avx1",
+        "--template-dir",
+        str(tmpl),
+        "--cpuinfo",
+        IVY,
+        "--tag",
+        "b6300",
+        "--plan-only",
+        tmp_path=tmp_path,
+    )
+    assert p.returncode == 2
+    assert "differs from the llama.cpp build" in p.stderr and "undefined symbol" in p.stderr
+    p = run(
+        "build",
+        "--variant",
+        "cpu-avx1",
+        "--template-dir",
+        str(tmpl),
+        "--cpuinfo",
+        IVY,
+        "--tag",
+        "b6300",
+        "--plan-only",
+        "--force",
+        "--json",
+        tmp_path=tmp_path,
+    )
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)["plan"]
+    assert d["llama_cpp"]["tag"] == "b6300" and any("--force" in w for w in d["warnings"])
+    assert "-DLLAMA_BUILD_NUMBER=6300" in d["configure"]
+    # Without --tag the template's own tag is used.
+    p = run(
+        "build",
+        "--variant",
+        "cpu-avx1",
+        "--template-dir",
+        str(tmpl),
+        "--cpuinfo",
+        IVY,
+        "--plan-only",
+        "--json",
+        tmp_path=tmp_path,
+    )
+    d = json.loads(p.stdout)["plan"]
+    assert d["llama_cpp"] == {"tag": "b6275", "commit": "e288693", "source": d["llama_cpp"]["source"], "patches": []}
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--variant", "cpu-avx1", "--jobs", "0"], "--jobs must be at least 1"),
+        (["--variant", "cpu-avx1", "--cpuinfo", NEHALEM], "needs AVX"),
+        (["--variant", "bogus"], "Unknown build variant"),
+    ],
+)
+def test_bad_input_exit_2(template_dir: Path, tmp_path: Path, args: list[str], needle: str) -> None:
+    p = run("build", "--template-dir", str(template_dir), "--plan-only", *args, tmp_path=tmp_path)
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    assert needle in p.stderr and "Traceback" not in p.stderr
+
+
+def test_missing_template_dir(tmp_path: Path) -> None:
+    p = run(
+        "build", "--variant", "cpu-avx1", "--template-dir", str(tmp_path / "nope"), "--plan-only", tmp_path=tmp_path
+    )
+    assert p.returncode == 2 and "not a backend folder" in p.stderr
+
+
+def test_audit_cli(template_dir: Path, tmp_path: Path) -> None:
+    p = run("audit", str(template_dir), "--cpuinfo", IVY, tmp_path=tmp_path)
+    assert p.returncode == 1
+    assert "VIOLATION: libggml-cpu.so.0.25.3 uses" in p.stdout and "AVX2" in p.stdout
+    p = run("audit", str(template_dir), "--json", tmp_path=tmp_path)
+    assert p.returncode == 0
+    d = json.loads(p.stdout)
+    cpu = next(b for b in d["binaries"] if b["path"] == "libggml-cpu.so.0.25.3")
+    assert cpu["counts"]["AVX2"] > 1000 and d["violations"] == []
+    p = run("audit", str(tmp_path / "missing"), tmp_path=tmp_path)
+    assert p.returncode == 2
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not have_qemu(), reason="qemu-user missing")
+def test_full_build_offline_source_then_smoke(template_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    p = run(
+        "build",
+        "--variant",
+        "cpu-avx1",
+        "--template-dir",
+        str(template_dir),
+        "--cpuinfo",
+        IVY,
+        "--source",
+        str(rb.sdist_path()),
+        "--qemu-cpu",
+        "IvyBridge",
+        "--out",
+        str(out),
+        "--jobs",
+        "2",
+        "--json",
+        tmp_path=tmp_path,
+        cache=rb.cache_root(),
+        timeout=900,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    d = json.loads(p.stdout)
+    folder = Path(d["folder"])
+    assert folder.parent == out and d["smoke"]["ok"] and d["smoke"]["tokens"] == 16
+    assert d["replaced"] == ["libggml-base.so.0.25.3", "libggml-cpu.so.0.25.3"]
+    m = json.loads((folder / "backend-manifest.json").read_text())
+    assert m["cpu"]["instruction_set_extensions"] == ["AVX"] and m["name"].endswith("-unlocked")
+    assert not (folder / "llama-simple.tmp").exists()
+    # The smoke command proves the same on its own, and the template's AVX2 libraries crash where it runs.
+    s = run("smoke", str(folder), "--qemu-cpu", "IvyBridge", "--json", tmp_path=tmp_path)
+    assert s.returncode == 0 and json.loads(s.stdout)["tokens"] == 16
+    s = run("smoke", str(template_dir), "--qemu-cpu", "IvyBridge", "--json", tmp_path=tmp_path)
+    assert s.returncode == 1 and json.loads(s.stdout)["sigill"] is True
+    # Re-running the same build replaces our own previous output folder.
+    p2 = run(
+        "build",
+        "--variant",
+        "cpu-avx1",
+        "--template-dir",
+        str(template_dir),
+        "--cpuinfo",
+        IVY,
+        "--source",
+        str(rb.sdist_path()),
+        "--no-smoke",
+        "--out",
+        str(out),
+        "--jobs",
+        "2",
+        "--json",
+        tmp_path=tmp_path,
+        cache=rb.cache_root(),
+        timeout=900,
+    )
+    assert p2.returncode == 0, p2.stderr[-2000:]
