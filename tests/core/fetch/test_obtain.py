@@ -48,13 +48,14 @@ def home(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
-    return make_backend_folder(tmp_path / "src", payload=2 * 1024 * 1024)
+    return make_backend_folder(tmp_path / "src", payload=700_000)
 
 
 @pytest.fixture
 def archive(tmp_path: Path, folder: Path) -> Path:
     path = tmp_path / "pack.7z"
-    with py7zr.SevenZipFile(path, "w") as z:
+    # Stored (no compression): random stand-in bytes do not compress, and LZMA on them is slow.
+    with py7zr.SevenZipFile(path, "w", filters=[{"id": py7zr.FILTER_COPY}]) as z:
         z.writeall(folder, folder.name)  # nested one level, as published packs are
     return path
 
