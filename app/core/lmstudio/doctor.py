@@ -14,7 +14,7 @@ import os
 import shutil
 import stat
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,16 @@ from app.core.lmstudio.clone import sync_artifacts
 from app.core.lmstudio.errors import JsonFileError
 from app.core.lmstudio.home import DEFAULT_RELATIVE, LEGACY_RELATIVE, LmsHome, as_home, resolve_home
 from app.core.lmstudio.install import _recover_locked, installed_records
-from app.core.lmstudio.journal import Journal, home_lock, new_txid, orphan_tx_dirs, state_dir
+from app.core.lmstudio.journal import (
+    Journal,
+    JournalError,
+    Op,
+    Transaction,
+    home_lock,
+    new_txid,
+    orphan_tx_dirs,
+    state_dir,
+)
 from app.core.lmstudio.jsondoc import UTF8_BOM, atomic_write_bytes, load_json, save
 from app.core.lmstudio.judge import judge_backend
 from app.core.lmstudio.naming import OFFICIAL_NAMES
@@ -70,6 +79,11 @@ class Finding:
 
     def key(self) -> tuple[str, str, str]:
         return (self.code, self.backend, self.target)
+
+    @property
+    def fixable(self) -> bool:
+        """Same as ``auto``: repair can apply the fix."""
+        return self.auto
 
 
 def _label(b: BackendInfo) -> str:
@@ -118,10 +132,8 @@ def _check_state(h: LmsHome) -> list[Finding]:
     out: list[Finding] = []
     try:
         pending = Journal(h.path).pending()
-    except LookupError:
-        pending = None
-    except Exception as exc:  # unreadable journal: report, do not guess
-        return [Finding("journal-unreadable", "error", "", str(exc), f"inspect {state_dir(h.path)} by hand")]
+    except JournalError as exc:  # unreadable journal: report, do not guess
+        return [Finding("journal-unreadable", "error", "", exc.message, exc.hint)]
     if pending is not None:
         out.append(
             Finding(
@@ -668,19 +680,21 @@ class _Repairer:
         if f.code == "stale-staging" and t is not None:
             shutil.rmtree(t, ignore_errors=True)
             return f"deleted {t}"
-        if f.code in ("misplaced-backend", "nested-folder") and t is not None:
+        if f.code == "misplaced-backend" and t is not None:
             dest = Path(f.data["dest"])
-            outer = Path(f.data.get("outer", "")) if f.data.get("outer") else None
-            if outer is not None and dest == outer:
-                tmp = outer.parent / (outer.name + ".lms-unlocked-move")
-                os.rename(t, tmp)
-                os.rmdir(outer)
-                os.rename(tmp, dest)
-            else:
-                os.rename(t, dest)
-                if outer is not None:
-                    os.rmdir(outer)
+            os.rename(t, dest)  # one rename: it is either still misplaced or in place
             return f"moved {t} to {dest}"
+        if f.code == "nested-folder" and t is not None:
+            # inner out of backends/, the empty outer folder away, inner in under its own name - journaled,
+            # so a crash never leaves a half-moved folder inside backends/
+            dest, outer = Path(f.data["dest"]), Path(f.data["outer"])
+            txdir = state_dir(self.h.path) / "tx" / self.txid
+            parked = txdir / t.name
+            ops = (Op("rename", str(t), str(parked)), Op("rmdir", dst=str(outer)), Op("rename", str(parked), str(dest)))
+            Journal(self.h.path).run(
+                Transaction(self.txid, "repair", ops, 1, cleanup=(str(txdir),), summary=f"move {t.name} up")
+            )
+            return f"moved {t} up to {dest}"
         if f.code == "json-bom" and t is not None:
             self.backup_file(t)
             atomic_write_bytes(t, t.read_bytes()[len(UTF8_BOM) :])
@@ -735,6 +749,7 @@ class _Repairer:
 
 def repair(
     home: LmsHome | Path | str,
+    chosen: Iterable[Finding] | None = None,
     *,
     report: HardwareReport | None = None,
     app_version: str | None = None,
@@ -742,7 +757,10 @@ def repair(
     processes: ProcessLister = _default_procs,
     only: set[str] | None = None,
 ) -> RepairOutcome:
-    """Apply every safe fix (``auto`` findings; those needing LM Studio closed only when it is), then diagnose again."""
+    """Apply every safe fix (``auto`` findings; those needing LM Studio closed only when it is), then diagnose again.
+
+    ``chosen`` (findings from an earlier :func:`diagnose`) or ``only`` (codes) limit what is fixed.
+    """
     h = as_home(home)
     kw: dict[str, Any] = {"report": report, "app_version": app_version, "user_home": user_home, "processes": processes}
     before = diagnose(h, **kw)
@@ -751,8 +769,9 @@ def repair(
     r = _Repairer(h)
     with home_lock(h.path):
         running = processes(h)
+        keys = {c.key() for c in chosen} if chosen is not None else None
         for f in before:
-            if not f.auto or (only is not None and f.code not in only):
+            if not f.auto or (only is not None and f.code not in only) or (keys is not None and f.key() not in keys):
                 continue
             if f.needs_closed and running:
                 skipped.append(f"[{f.code}] skipped: {running_message(running)}; {CLOSE_HINT}")
@@ -766,3 +785,6 @@ def repair(
     return RepairOutcome(
         tuple(before), tuple(after), tuple(applied), tuple(skipped), r.backups if r.backups.exists() else None
     )
+
+
+doctor = diagnose  # the name the wizard's repair page uses

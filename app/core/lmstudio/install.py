@@ -439,9 +439,12 @@ class UninstallPlan:
 @dataclass(frozen=True)
 class UninstallResult:
     ident: str
-    removed: Path
-    restored: tuple[Path, ...] = ()
+    removed: Path  # where the folder was
+    restored: tuple[Path, ...] = ()  # folders of ours it had replaced, back in backends/
     txid: str = ""
+    kept: Path | None = None  # the removed folder, kept under <home>/.lms-unlocked/backups/ for restore_uninstall
+    home: LmsHome | None = None
+    was_selected: bool = False
 
 
 def plan_uninstall(
@@ -509,7 +512,8 @@ def execute_uninstall(plan: UninstallPlan, *, processes: ProcessLister = _defaul
         txdir = sd / "tx" / txid
         backups = sd / "backups" / txid
         txdir.mkdir(parents=True)
-        ops = [Op("rename", str(plan.info.folder), str(txdir / "removed" / plan.info.folder.name))]
+        kept = backups / "removed" / plan.info.folder.name
+        ops = [Op("rename", str(plan.info.folder), str(kept))]
         for src, dst in plan.restores:
             ops.append(Op("rename", str(src), str(dst)))
         if plan.prefs_change is not None:
@@ -524,7 +528,26 @@ def execute_uninstall(plan: UninstallPlan, *, processes: ProcessLister = _defaul
         Journal(h.path).run(
             Transaction(txid, "uninstall", tuple(ops), 1, cleanup=(str(txdir),), summary=f"uninstall {plan.ident}")
         )
-        return UninstallResult(plan.ident, plan.info.folder, tuple(d for _s, d in plan.restores), txid)
+        return UninstallResult(
+            plan.ident,
+            plan.info.folder,
+            tuple(d for _s, d in plan.restores),
+            txid,
+            kept,
+            h,
+            plan.prefs_change is not None,
+        )
+
+
+def restore_uninstall(result: UninstallResult, *, processes: ProcessLister = _default_procs) -> InstallResult:
+    """Undo an uninstall: install the kept copy again (re-selecting it if it was selected)."""
+    if result.kept is None or result.home is None or not result.kept.is_dir():
+        raise RefusedChange(
+            f"the removed copy of {result.ident} is no longer kept",
+            hint="install the backend again from its package",
+        )
+    plan = plan_install(result.home, result.kept, select=result.was_selected, processes=processes)
+    return execute_install(plan, provenance={"restored_from": str(result.kept)}, processes=processes)
 
 
 # ---------------------------------------------------------------------------------------------- select

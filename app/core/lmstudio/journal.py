@@ -71,7 +71,10 @@ def new_txid(kind: str) -> str:
 
 @dataclass(frozen=True)
 class Op:
-    """One idempotent step. kind: "rename" (src -> dst), "write" (copy src bytes to dst), "delete" (dst)."""
+    """One idempotent step.
+
+    kinds: "rename" (src -> dst), "write" (copy src bytes to dst), "delete" (dst), "rmdir" (empty dst).
+    """
 
     kind: str
     src: str = ""
@@ -95,6 +98,9 @@ def _do(op: Op) -> None:
     elif op.kind == "delete":
         if _exists(dst):
             os.unlink(dst)
+    elif op.kind == "rmdir":
+        if dst.is_dir() and not dst.is_symlink() and not any(dst.iterdir()):
+            os.rmdir(dst)
     else:
         raise JournalError(f"unknown journal operation {op.kind}")
 
@@ -105,6 +111,9 @@ def _undo(op: Op) -> None:
         if _exists(dst) and not _exists(src):
             src.parent.mkdir(parents=True, exist_ok=True)
             os.rename(dst, src)
+    elif op.kind == "rmdir":
+        if not _exists(dst):
+            dst.mkdir(parents=True)
     elif op.kind in ("write", "delete"):
         if op.orig:
             atomic_write_bytes(dst, Path(op.orig).read_bytes())

@@ -51,6 +51,11 @@ def lmstudio_processes(home: Path | None = None) -> list[LmsProcess]:
     return found
 
 
+def lmstudio_running(home: Path | None = None) -> bool:
+    """True while the LM Studio app, its daemon or (with ``home``) one of its engine servers runs."""
+    return bool(lmstudio_processes(home))
+
+
 def running_message(procs: list[LmsProcess]) -> str:
     what = ", ".join(f"{p.name} (pid {p.pid})" for p in procs)
     return f"LM Studio is running: {what}"

@@ -353,3 +353,38 @@ def test_journal_unreadable(home: Path) -> None:
     (home / STATE_DIR_NAME / "journal.json").write_text("{garbage")
     fs = diagnose(home, report=IVY, **NONE)
     assert "journal-unreadable" in codes(fs)
+
+
+def test_wizard_names_doctor_and_repair_chosen(home: Path) -> None:
+    """doctor() / Finding.fixable / repair(home, chosen): only the chosen findings are fixed."""
+    from app.core.lmstudio import doctor as doctor_mod
+
+    m = home / OURS_DIR / "backend-manifest.json"
+    m.write_bytes(b"\xef\xbb\xbf" + m.read_bytes())
+    s = home / "settings.json"
+    s.write_text(json.dumps({"autoUpdateExtensionPacks": True}))
+    fs = doctor_mod.doctor(home, report=IVY, **NONE)
+    chosen = [f for f in fs if f.code == "json-bom"]
+    assert chosen and chosen[0].fixable
+    out = doctor_mod.repair(home, chosen, report=IVY, **NONE)
+    assert "json-bom" not in codes(list(out.after)) and "auto-update-on" in codes(list(out.after))
+
+
+def test_nested_repair_killed_midway_recovers(home: Path) -> None:
+    """The nested-folder move is journaled: a kill after its first step is finished at the next start."""
+    healthy = visible(home)
+    ours = home / OURS_DIR
+    tmp = ours.with_name("tmp-move")
+    os.rename(ours, tmp)
+    ours.mkdir()
+    os.rename(tmp, ours / ours.name)
+    driver = (
+        "import sys, dataclasses\n"
+        "from app.core.lmstudio.doctor import repair\n"
+        "repair(sys.argv[1], only={'nested-folder'}, processes=lambda _h: [])\n"
+    )
+    env = dict(os.environ, LMS_UNLOCKED_FAULT="repair:op1:recorded")
+    assert subprocess.run([sys.executable, "-c", driver, str(home)], env=env, timeout=60).returncode == -9
+    from app.core.lmstudio.install import recover
+
+    assert recover(home) and visible(home) == healthy

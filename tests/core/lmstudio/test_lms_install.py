@@ -403,3 +403,27 @@ def test_uninstall_killed_at_every_step_is_old_or_new(tmp_path: Path, fault_home
     if fault.startswith(("uninstall:op", "uninstall:finished")) and fault != "uninstall:op0":
         assert state == new
     _clean_state(home)
+
+
+def test_uninstall_keeps_a_copy_and_restore_brings_it_back(tmp_path: Path) -> None:
+    from app.core.lmstudio.install import restore_uninstall
+
+    home = make_home(tmp_path, prefs=OTHER_PREFS)
+    execute_install(
+        plan_install(home, prepare_our_backend(tmp_path), select=True, **NONE_RUNNING), provenance={}, **NONE_RUNNING
+    )
+    installed = _visible(home)
+    res = execute_uninstall(plan_uninstall(home, f"{OURS}@2.14.0", **NONE_RUNNING), **NONE_RUNNING)
+    assert res.kept is not None and res.kept.is_dir() and res.was_selected
+    assert STATE_DIR_NAME in res.kept.parts  # outside backends/
+    restore_uninstall(res, **NONE_RUNNING)
+    after = _visible(home)
+    marker = f"extensions/backends/{OURS}-2.14.0/{PROVENANCE_FILE}"
+    assert {k: v for k, v in after.items() if k != marker} == {k: v for k, v in installed.items() if k != marker}
+    assert selected_for(resolve_home(home)).ident == f"{OURS}@2.14.0"
+
+
+def test_lmstudio_running_helper_sees_no_lmstudio_here() -> None:
+    from app.core.lmstudio.processes import lmstudio_running
+
+    assert lmstudio_running() is bool(lmstudio_processes())
