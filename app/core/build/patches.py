@@ -93,7 +93,7 @@ def select_patches(
 def _patch_argv(patch_file: Path, tree: Path, *, dry_run: bool, reverse: bool = False) -> list[str]:
     tool = shutil.which("patch")
     if tool:
-        argv = [tool, "-p1", "-N", "-s", "--no-backup-if-mismatch", "-d", str(tree), "-i", str(patch_file)]
+        argv = [tool, "-p1", "-N", "-s", "--fuzz=0", "--no-backup-if-mismatch", "-d", str(tree), "-i", str(patch_file)]
         if reverse:
             argv.insert(2, "-R")
         if dry_run:
