@@ -187,3 +187,13 @@ def test_install_cli_round_trip(home: Path, tmp_path: Path) -> None:
     r = cli("uninstall", f"{OURS}@2.14.1", "--home", str(home))
     assert r.returncode == 0, r.stderr
     assert visible(home) == before
+
+
+def test_disk_error_during_uninstall_is_a_clear_error(home: Path) -> None:
+    before = visible(home)
+    env = dict(os.environ, LMS_UNLOCKED_FAULT="raise:uninstall:journal")
+    r = cli("uninstall", f"{OURS}@2.14.0", "--home", str(home), env=env)
+    assert r.returncode == 1 and "injected I/O error" in r.stderr and "hint:" in r.stderr
+    assert "Traceback" not in r.stderr and "internal error" not in r.stderr
+    assert visible(home) == before
+    assert not (home / STATE_DIR_NAME / "journal.json").exists()

@@ -60,6 +60,7 @@ class BackendInfo:
     model_formats: tuple[str, ...] = ()
     server_relpath: str = ""
     minimum_lmstudio_version: str = ""
+    artifacts: Mapping[str, Any] | None = field(default=None, compare=False, hash=False)
     ours: bool = False
     manifest_bom: bool = False
     problems: tuple[BackendProblem, ...] = ()
@@ -173,6 +174,14 @@ def read_backend(folder: Path) -> BackendInfo:
             disp_name = display_name(dd.data)
             build = llama_cpp_build(dd.data, version, fallback=False)
             tag, commit, exact = build.tag, build.commit, build.exact
+    artifacts: dict[str, Any] | None = None
+    if (folder / ARTIFACTS_FILE).exists():
+        try:
+            art = load_json(folder / ARTIFACTS_FILE)
+        except JsonFileError as exc:
+            problems.append(BackendProblem("artifacts-unreadable", exc.message))
+        else:
+            artifacts = art.data if isinstance(art.data, dict) else None
     if name and version and folder.name != f"{name}-{version}":
         problems.append(
             BackendProblem(
@@ -202,6 +211,7 @@ def read_backend(folder: Path) -> BackendInfo:
         model_formats=_strs(m.get("supported_model_formats")),
         server_relpath=_str(eps.get("executable_relative_path")),
         minimum_lmstudio_version=_str(m.get("minimum_lmstudio_version")),
+        artifacts=artifacts,
         ours=ours,
         manifest_bom=doc.bom,
         problems=tuple(problems),

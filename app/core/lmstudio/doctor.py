@@ -324,6 +324,17 @@ def _check_folder(b: BackendInfo, h: LmsHome) -> list[Finding]:
                     "download the matching official runtime once in LM Studio; it brings the vendor package",
                 )
             )
+    server = b.folder / b.server_relpath if b.server_relpath else None
+    if server is not None and server.is_file() and os.name != "nt" and not os.access(server, os.X_OK) and prov is None:
+        out.append(
+            Finding(
+                "server-not-executable",
+                "error",
+                label,
+                f"{b.server_relpath} is not executable, so LM Studio cannot start the engine",
+                f"chmod +x {server} yourself (lms-unlocked never changes official folders)",
+            )
+        )
     if b.server_relpath and not (b.folder / b.server_relpath).exists():
         out.append(
             Finding(
@@ -561,6 +572,18 @@ def _check_selection(h: LmsHome, backends: list[BackendInfo], report: HardwareRe
 
 
 def _judge_findings(b: BackendInfo, report: HardwareReport | None, app_version: str | None) -> list[Finding]:
+    if report is None and b.valid and "" in b.ise:
+        return [
+            Finding(
+                "ise-empty",
+                "error" if b.ours else "warning",
+                b.ident,
+                'instruction_set_extensions contains "", which never matches LM Studio\'s CPU survey '
+                "(shown incompatible)",
+                "install the variant built for this CPU (lms-unlocked recommend)",
+                target=str(b.folder / MANIFEST_FILE),
+            )
+        ]
     if report is None or not b.valid:
         return []
     j = judge_backend(b, report, app_version=app_version)

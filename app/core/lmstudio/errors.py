@@ -57,3 +57,9 @@ class RefusedChange(LmStudioError):
 
 class LmStudioRunning(RefusedChange):
     code = "lmstudio-running"
+
+
+class InstallFailed(LmStudioError):
+    """Installing could not finish; the home was left as it was (the message says so)."""
+
+    code = "install-failed"

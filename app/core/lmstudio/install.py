@@ -32,6 +32,7 @@ from app.core.lmstudio.backends import (
 from app.core.lmstudio.clone import copy_tree_exact
 from app.core.lmstudio.errors import (
     HomeNotFound,
+    InstallFailed,
     InvalidBackendFolder,
     LmStudioRunning,
     RefusedChange,
@@ -358,15 +359,25 @@ def execute_install(
         txdir = sd / "tx" / txid
         backups = sd / "backups" / txid
         staged = txdir / "staged" / plan.dest.name
-        staged.parent.mkdir(parents=True)
-        copy_tree_exact(plan.source, staged, skip=frozenset({PROVENANCE_FILE}))
         info: dict[str, Any] = dict(read_provenance(plan.source) or {})
         info.update(provenance)
         info.setdefault("backend", fresh.ident)
         info["installed_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         info["transaction"] = txid
-        written = write_provenance(staged, info)
+        try:
+            staged.parent.mkdir(parents=True)
+            copy_tree_exact(plan.source, staged, skip=frozenset({PROVENANCE_FILE}))
+            written = write_provenance(staged, info)
+            fault_point("install:staging")
+        except OSError as exc:
+            shutil.rmtree(txdir, ignore_errors=True)
+            raise InstallFailed(
+                f"could not stage {plan.source}: {exc.strerror or exc}",
+                context=str(txdir),
+                hint="nothing in LM Studio's folder was changed; free disk space or fix permissions and try again",
+            ) from None
         if not read_backend(staged).valid:
+            shutil.rmtree(txdir, ignore_errors=True)
             raise InvalidBackendFolder(f"the staged copy of {plan.source} does not read back as a backend")
         fault_point("install:prepared")
         ops: list[Op] = []

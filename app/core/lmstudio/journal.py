@@ -60,9 +60,15 @@ def state_dir(home_path: Path) -> Path:
 
 
 def fault_point(label: str) -> None:
-    """Test hook: SIGKILL ourselves when ``LMS_UNLOCKED_FAULT`` equals ``label``."""
-    if os.environ.get(FAULT_ENV) == label:
+    """Test hook: ``LMS_UNLOCKED_FAULT=<label>`` SIGKILLs this process there; ``raise:<label>`` raises an
+    OSError there instead (a disk that fails mid-change)."""
+    value = os.environ.get(FAULT_ENV)
+    if not value:
+        return
+    if value == label:
         os.kill(os.getpid(), signal.SIGKILL if hasattr(signal, "SIGKILL") else signal.SIGTERM)
+    if value == f"raise:{label}":
+        raise OSError(5, f"injected I/O error at {label}")
 
 
 def new_txid(kind: str) -> str:
@@ -170,13 +176,27 @@ class Journal:
             "pid": os.getpid(),
         }
         self._write(state)
-        fault_point(f"{tx.kind}:journal")
-        for i, op in enumerate(tx.ops):
-            _do(op)
-            fault_point(f"{tx.kind}:op{i}")
-            state["done"] = i + 1
-            self._write(state)
-            fault_point(f"{tx.kind}:op{i}:recorded")
+        try:
+            fault_point(f"{tx.kind}:journal")
+            for i, op in enumerate(tx.ops):
+                _do(op)
+                fault_point(f"{tx.kind}:op{i}")
+                state["done"] = i + 1
+                self._write(state)
+                fault_point(f"{tx.kind}:op{i}:recorded")
+        except (OSError, JournalError) as exc:
+            # an error we are still alive to handle: resolve the transaction now, as recover() would
+            try:
+                outcome = self.recover()
+            except (OSError, JournalError) as exc2:
+                raise JournalError(
+                    f"{tx.summary or tx.kind} failed ({exc}) and could not be undone ({exc2})",
+                    hint=f"the journal {self.path} is kept; run `lms-unlocked repair` once the cause is fixed",
+                ) from exc
+            raise JournalError(
+                f"{tx.summary or tx.kind} failed: {exc}",
+                hint=f"{outcome or 'nothing was changed'}; fix the cause (disk full, permissions) and try again",
+            ) from exc
         self._finish(state)
 
     def _finish(self, state: dict[str, Any]) -> None:
@@ -219,7 +239,14 @@ def _pid_alive(pid: int) -> bool:
 def home_lock(home_path: Path) -> Iterator[None]:
     """Only one process changes a home at a time; a lock left by a dead process is taken over."""
     d = state_dir(home_path)
-    d.mkdir(parents=True, exist_ok=True)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HomeBusy(
+            f"cannot create lms-unlocked's folder {d}: {exc.strerror or exc}",
+            hint=f"{d} must be a writable folder (it holds staging, backups and the journal); move away whatever "
+            "is there and check the permissions of the LM Studio home",
+        ) from None
     lock = d / LOCK_FILE
     for _ in range(2):
         try:

@@ -388,3 +388,16 @@ def test_nested_repair_killed_midway_recovers(home: Path) -> None:
     from app.core.lmstudio.install import recover
 
     assert recover(home) and visible(home) == healthy
+
+
+def test_server_not_executable_in_a_folder_not_ours(tmp_path: Path) -> None:
+    h = make_home(tmp_path, backends=["linux-cpu-2.14.0"])
+    os.chmod(h / "extensions/backends/llama.cpp-linux-x86_64-avx2-2.14.0/llama-server", 0o644)
+    f = not_auto(h, "server-not-executable", report=_report("haswell-i7-4770.txt"))
+    assert "chmod +x" in f.fix
+
+
+def test_ise_empty_without_a_hardware_report(tmp_path: Path) -> None:
+    h = make_home(tmp_path, backends=["win-noavx-1.48.0"], vendor=())
+    f = not_auto(h, "ise-empty", report=None)
+    assert f.backend == "llama.cpp-win-x86_64-avx0@1.48.0" and f.severity == "warning"

@@ -427,3 +427,44 @@ def test_lmstudio_running_helper_sees_no_lmstudio_here() -> None:
     from app.core.lmstudio.processes import lmstudio_running
 
     assert lmstudio_running() is bool(lmstudio_processes())
+
+
+@pytest.mark.parametrize("where", ["install:staging", "install:op0", "install:op1", "install:op2", "install:op3"])
+def test_io_error_midway_leaves_the_home_old_or_new(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """A disk error we survive (injected OSError) is resolved at once: typed error, no journal left."""
+    from app.core.lmstudio.errors import InstallFailed
+    from app.core.lmstudio.journal import JournalError
+
+    home = make_home(tmp_path, prefs=OTHER_PREFS)
+    execute_install(
+        plan_install(home, prepare_our_backend(tmp_path / "a"), **NONE_RUNNING), provenance={}, **NONE_RUNNING
+    )
+    old = _visible(home)
+    plan = plan_install(home, prepare_our_backend(tmp_path / "b", version="2.14.1"), select=True, **NONE_RUNNING)
+    monkeypatch.setenv("LMS_UNLOCKED_FAULT", f"raise:{where}")
+    with pytest.raises((InstallFailed, JournalError)) as ei:
+        execute_install(plan, provenance={}, **NONE_RUNNING)
+    assert "injected I/O error" in ei.value.message and ei.value.hint
+    state = _visible(home)
+    if where in ("install:staging", "install:op0", "install:op1"):
+        assert state == old
+    else:  # after the move-in: finished, not undone
+        assert f"extensions/backends/{OURS}-2.14.1" in state
+    assert not (home / STATE_DIR_NAME / "journal.json").exists()
+    assert not list((home / STATE_DIR_NAME / "tx").iterdir())
+
+
+def test_state_dir_blocked_by_a_file(tmp_path: Path) -> None:
+    """Stands in for an unwritable home (tests run as root, so permission bits would not stop us)."""
+    from app.core.lmstudio.journal import HomeBusy
+
+    home = make_home(tmp_path)
+    (home / STATE_DIR_NAME).write_text("in the way")
+    before = _visible(home)
+    plan = plan_install(home, prepare_our_backend(tmp_path), **NONE_RUNNING)
+    with pytest.raises(HomeBusy) as ei:
+        execute_install(plan, provenance={}, **NONE_RUNNING)
+    assert ei.value.exit_code == 2 and "writable folder" in ei.value.hint
+    assert _visible(home) == {**before}
