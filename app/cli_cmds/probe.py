@@ -102,6 +102,8 @@ def describe_report(report: HardwareReport) -> list[str]:
 def _describe_gpus(report: HardwareReport) -> list[str]:
     if report.source == "cpuinfo-file":
         return []
+    if not (report.vulkan_devices or report.nvidia_gpus or report.errors_for("vulkan") or report.errors_for("nvidia")):
+        return ["GPUs: not probed"]
     lines = ["Vulkan devices:"]
     for d in report.vulkan_devices:
         mem = f", {_gib(d.device_local_memory_bytes)} device memory" if d.device_local_memory_bytes else ""

@@ -38,6 +38,11 @@ def test_probe_human(tmp_path: Path) -> None:
     assert "llvmpipe" in p.stdout and "not useful" in p.stdout
     assert "NVIDIA GPUs:" in p.stdout and "NVML" in p.stdout
     assert "Free disk:" in p.stdout and str(tmp_path / "home") in p.stdout  # the LM Studio home of this HOME
+    other = tmp_path / "lms"
+    other.mkdir()
+    q = run("probe", "--no-gpu", "--home", str(other), tmp_path=tmp_path)
+    assert q.returncode == 0 and "Free disk: " in q.stdout and f"at {other}\n" in q.stdout
+    assert "GPUs: not probed" in q.stdout and "Vulkan devices:" not in q.stdout  # --no-gpu claims nothing
 
 
 def test_probe_json_round_trips_into_recommend(tmp_path: Path) -> None:

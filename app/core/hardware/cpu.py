@@ -184,23 +184,35 @@ def _parse_x86(fields: Mapping[str, str], text: str, source: str, logical_cpus: 
         # cut in the middle of the flags line: any flag list we read could be short
         raise CpuinfoFormatError("the file ends in the middle of the 'flags' line; it looks truncated")
     flags = tuple(fields["flags"].split())
-    vendor_id = fields.get("vendor_id", "")
+    return _x86_cpu(
+        vendor_id=fields.get("vendor_id", ""),
+        brand=fields.get("model name", ""),
+        family=_int_or_none(fields.get("cpu family")),
+        model=_int_or_none(fields.get("model")),
+        stepping=_int_or_none(fields.get("stepping")),
+        architecture="x86_64" if "lm" in flags else "x86",
+        flags=flags,
+        logical_cpus=logical_cpus,
+        source=source,
+    )
+
+
+def _x86_cpu(*, vendor_id: str, brand: str, family: int | None, model: int | None, stepping: int | None,
+             architecture: str, flags: tuple[str, ...], logical_cpus: int | None, source: str) -> CpuInfo:
+    """CpuInfo from raw identification and Linux-style flags, whichever source they came from."""
     vendor = VENDORS.get(vendor_id.strip(), vendor_id)
-    family = _int_or_none(fields.get("cpu family"))
-    model = _int_or_none(fields.get("model"))
-    stepping = _int_or_none(fields.get("stepping"))
     uarch = identify_microarchitecture(vendor, family, model, stepping)
     return CpuInfo(
         vendor_id=vendor_id,
         vendor=vendor,
-        brand=clean_brand(fields.get("model name", "")),
+        brand=clean_brand(brand),
         family=family,
         model=model,
         stepping=stepping,
         microarchitecture=uarch.id,
         microarchitecture_label=uarch.label,
         year=uarch.year,
-        architecture="x86_64" if "lm" in flags else "x86",
+        architecture=architecture,
         flags=flags,
         isa=isa_from_flags(flags),
         hypervisor="hypervisor" in flags,
@@ -225,29 +237,15 @@ def _parse_arm(fields: Mapping[str, str], source: str, logical_cpus: int | None)
 
 def cpu_from_pycpuinfo(info: Mapping[str, Any], *, source: str = "py-cpuinfo") -> CpuInfo:
     """CpuInfo from `cpuinfo.get_cpu_info()` output (CPUID flags: what the CPU has, not what the OS enabled)."""
-    flags = tuple(str(f) for f in info.get("flags", ()))
-    vendor_id = str(info.get("vendor_id_raw", ""))
-    vendor = VENDORS.get(vendor_id.strip(), vendor_id)
-    family = info.get("family")
-    model = info.get("model")
-    stepping = info.get("stepping")
-    uarch = identify_microarchitecture(vendor, family, model, stepping)
     arch = str(info.get("arch", "")).upper()
-    architecture = {"X86_64": "x86_64", "X86_32": "x86", "ARM_8": "arm64"}.get(arch, arch.lower() or "unknown")
-    return CpuInfo(
-        vendor_id=vendor_id,
-        vendor=vendor,
-        brand=clean_brand(str(info.get("brand_raw", ""))),
-        family=family,
-        model=model,
-        stepping=stepping,
-        microarchitecture=uarch.id,
-        microarchitecture_label=uarch.label,
-        year=uarch.year,
-        architecture=architecture,
-        flags=flags,
-        isa=isa_from_flags(flags),
-        hypervisor="hypervisor" in flags,
+    return _x86_cpu(
+        vendor_id=str(info.get("vendor_id_raw", "")),
+        brand=str(info.get("brand_raw", "")),
+        family=info.get("family"),
+        model=info.get("model"),
+        stepping=info.get("stepping"),
+        architecture={"X86_64": "x86_64", "X86_32": "x86", "ARM_8": "arm64"}.get(arch, arch.lower() or "unknown"),
+        flags=tuple(str(f) for f in info.get("flags", ())),
         logical_cpus=info.get("count"),
         source=source,
     )

@@ -173,16 +173,16 @@ def test_pycpuinfo_shape() -> None:
         "ivybridge", ref.isa, "x86_64", "Intel Core i5-3570K")
 
 
-def test_live_cpu_matches_pycpuinfo() -> None:
-    """The fast /proc/cpuinfo path agrees with py-cpuinfo's CPUID path on this machine's AVX-family ISA."""
-    import cpuinfo
-
+def test_live_cpu_matches_pycpuinfo(tmp_path: Path) -> None:
+    """Without /proc/cpuinfo (Windows, macOS) the probe falls back to the real py-cpuinfo CPUID path; both agree
+    on this machine's AVX-family ISA."""
     live = probe_cpu_live()
     assert live.source == "proc-cpuinfo" and live.logical_cpus
-    slow = cpu_from_pycpuinfo(cpuinfo.get_cpu_info())
+    slow = probe_cpu_live(tmp_path / "no-proc-cpuinfo")
+    assert slow.source == "py-cpuinfo"
     core = {"SSE4.2", "AVX", "F16C", "FMA", "AVX2", "AVX512F"}
     assert set(live.isa) & core == set(slow.isa) & core
-    assert live.family == slow.family and live.model == slow.model
+    assert (live.family, live.model, live.microarchitecture) == (slow.family, slow.model, slow.microarchitecture)
 
 
 def test_live_probe_reads_given_path(tmp_path: Path) -> None:
