@@ -31,7 +31,7 @@ from app.core.lmstudio.backends import (
 from app.core.lmstudio.clone import sync_artifacts
 from app.core.lmstudio.errors import JsonFileError
 from app.core.lmstudio.home import DEFAULT_RELATIVE, LEGACY_RELATIVE, LmsHome, as_home, resolve_home
-from app.core.lmstudio.install import _recover_locked, installed_records
+from app.core.lmstudio.install import recover_holding_lock
 from app.core.lmstudio.journal import (
     Journal,
     JournalError,
@@ -454,9 +454,11 @@ def _check_engine_index(h: LmsHome) -> list[Finding]:
         ]
     entries = data.get("json") if isinstance(data, dict) else data
     stale: list[str] = []
+    bdir = Path(os.path.realpath(h.backends_dir))
     for e in entries if isinstance(entries, list) else []:
         d = e.get("dirPath") if isinstance(e, dict) else None
-        if isinstance(d, str) and d and not Path(d).is_dir():
+        # missing, or left over from where the home used to be (a copied home keeps the old paths valid)
+        if isinstance(d, str) and d and (not Path(d).is_dir() or not Path(os.path.realpath(d)).is_relative_to(bdir)):
             stale.append(d)
     if not stale:
         return []
@@ -699,7 +701,7 @@ class _Repairer:
     def apply(self, f: Finding) -> str:
         t = Path(f.target) if f.target else None
         if f.code == "interrupted-change":
-            return "; ".join(_recover_locked(self.h)) or "nothing left to recover"
+            return "; ".join(recover_holding_lock(self.h)) or "nothing left to recover"
         if f.code == "stale-staging" and t is not None:
             shutil.rmtree(t, ignore_errors=True)
             return f"deleted {t}"
@@ -804,7 +806,6 @@ def repair(
             except (OSError, RuntimeError, KeyError, TypeError, JsonFileError, PreferencesError) as exc:
                 skipped.append(f"[{f.code}] failed: {exc}")
     after = diagnose(h, **kw)
-    _ = installed_records  # records stay valid: repair never changes what we installed
     return RepairOutcome(
         tuple(before), tuple(after), tuple(applied), tuple(skipped), r.backups if r.backups.exists() else None
     )

@@ -65,7 +65,8 @@ def _default_procs(home: LmsHome) -> list[LmsProcess]:
 # ---------------------------------------------------------------------------------------------- recovery
 
 
-def _recover_locked(home: LmsHome) -> list[str]:
+def recover_holding_lock(home: LmsHome) -> list[str]:
+    """:func:`recover` for a caller that already holds the home's lock."""
     msgs: list[str] = []
     journal = Journal(home.path)
     pending = journal.pending()
@@ -85,7 +86,7 @@ def recover(home: LmsHome | Path | str) -> list[str]:
     if not state_dir(h.path).exists():
         return []
     with home_lock(h.path):
-        return _recover_locked(h)
+        return recover_holding_lock(h)
 
 
 # ---------------------------------------------------------------------------------------------- records
@@ -347,7 +348,7 @@ def execute_install(
     """Run ``plan``: stage a copy with our provenance file, back up what it replaces, rename it in."""
     h = plan.home
     with home_lock(h.path):
-        _recover_locked(h)
+        recover_holding_lock(h)
         if plan.select:
             _check_running(h, processes)
         # the world may have changed since planning
@@ -513,7 +514,7 @@ def plan_uninstall(
 def execute_uninstall(plan: UninstallPlan, *, processes: ProcessLister = _default_procs) -> UninstallResult:
     h = plan.home
     with home_lock(h.path):
-        _recover_locked(h)
+        recover_holding_lock(h)
         if plan.prefs_change is not None:
             _check_running(h, processes)
         if not (plan.info.folder / MANIFEST_FILE).exists() or not read_backend(plan.info.folder).ours:
@@ -620,7 +621,7 @@ def plan_select(
 def execute_select(plan: SelectPlan, *, processes: ProcessLister = _default_procs) -> Selection:
     h = plan.home
     with home_lock(h.path):
-        _recover_locked(h)
+        recover_holding_lock(h)
         _check_running(h, processes)
         sel = Selection(plan.model_format, plan.info.name, plan.info.version)
         if plan.unchanged:

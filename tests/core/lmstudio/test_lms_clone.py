@@ -48,6 +48,9 @@ def test_clone_1x_windows_cpu(tmp_path: Path) -> None:
     old_dd = json.loads(spec.display_data)
     old_dd[0][1]["displayName"] = dd[0][1]["displayName"]
     assert dd == old_dd  # release notes and everything else kept
+    assert (dest / "display-data.json").read_bytes() == spec.display_data.replace(
+        b'"CPU llama.cpp (Windows)"', b'"CPU llama.cpp (Windows) (AVX1, Unlocked)"'
+    )  # byte for byte: LF, indent, no final newline, non-ASCII kept
     info = read_backend(dest)
     assert (info.ident, info.ise, info.problems) == ("llama.cpp-win-x86_64-avx1-unlocked@1.48.0", ("AVX",), ())
 

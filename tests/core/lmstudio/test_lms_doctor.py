@@ -401,3 +401,12 @@ def test_ise_empty_without_a_hardware_report(tmp_path: Path) -> None:
     h = make_home(tmp_path, backends=["win-noavx-1.48.0"], vendor=())
     f = not_auto(h, "ise-empty", report=None)
     assert f.backend == "llama.cpp-win-x86_64-avx0@1.48.0" and f.severity == "warning"
+
+
+def test_engine_index_from_a_moved_home(home: Path, tmp_path: Path) -> None:
+    """dirPath entries that still exist but belong to the home's old location are stale too."""
+    old_place = tmp_path / "old-home" / "extensions" / "backends" / f"{OURS}-2.14.0"
+    old_place.mkdir(parents=True)
+    idx = home / ".internal" / "internal-engine-index.json"
+    idx.write_text(json.dumps({"json": [{"dirPath": str(old_place)}, {"dirPath": str(home / OURS_DIR)}]}))
+    roundtrip(home, "stale-engine-index", changed={".internal/internal-engine-index.json"})
