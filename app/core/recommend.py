@@ -71,6 +71,7 @@ class Variant:
     notes: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     cuda_profiles: tuple[CudaProfile, ...] = ()
+    reject_hints: tuple[tuple[Mapping[str, Any], str], ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,7 @@ def _variant(v: Mapping[str, Any]) -> Variant:
         generic_baseline=v["generic_baseline"], cmake_flags=tuple(v["cmake_flags"]),
         reasons=tuple(v["reasons"]), notes=tuple(v["notes"]), warnings=tuple(v.get("warnings", ())),
         cuda_profiles=tuple(_profile(p) for p in v.get("cuda_profiles", ())),
+        reject_hints=tuple((dict(h["when"]), h["text"]) for h in v.get("reject_hints", ())),
     )
 
 
@@ -437,6 +439,7 @@ def recommend(report: HardwareReport) -> Recommendation:
         if not reasons and v.not_when_requires is not None and not why_not(report, v.not_when_requires):
             reasons = [v.not_when_why]
         if reasons:
+            reasons += [text for when, text in v.reject_hints if not why_not(report, when)]
             rejected.append(Rejected(variant=v.id, why_not="; ".join(reasons), label=v.label,
                                      reasons=tuple(reasons)))
         else:

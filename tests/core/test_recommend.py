@@ -204,10 +204,12 @@ def test_cc30_gets_vulkan_not_cuda_and_modern_gpu_is_official() -> None:
     gtx770 = NvidiaGpu(0, "NVIDIA GeForce GTX 770", "3.0", "470.239.06")
     rec = recommend(replace(load("ivybridge-gtx770"), nvidia_gpus=(gtx770,)))
     assert rec.recommended == "vulkan-avx1" and rec.candidate("cuda") is None
-    assert "compute capability 3.5 to 7.2" in rec.rejection("cuda").why_not  # type: ignore[union-attr]
+    why = rec.rejection("cuda").why_not  # type: ignore[union-attr]
+    assert "compute capability 3.5 to 7.2" in why and "CUDA 10.2 or older" in why and "Vulkan" in why
     h100 = replace(load("haswell"), nvidia_gpus=(NvidiaGpu(0, "NVIDIA H100 80GB HBM3", "9.0", "580.159.04"),))
     rec = recommend(h100)
     assert rec.recommended is None and rec.official_supported and rec.candidate("cuda") is None
+    assert rec.rejection("cuda").why_not.endswith("official CUDA packs already support this GPU")  # type: ignore[union-attr]
 
 
 def test_os_disabled_avx_gets_noavx() -> None:
