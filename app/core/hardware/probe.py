@@ -97,13 +97,13 @@ def probe_hardware(*, cpuinfo_path: Path | None = None, disk_path: Path | None =
     os_info: OsInfo | None = _attempt("os", system.probe_os, errors)
     ram = _attempt("memory", system.total_ram_bytes, errors)
     disk_free: int | None = None
-    disk_where = ""
+    disk_where = disk_measured = ""
     target = disk_path if disk_path is not None else _attempt("disk", _default_disk_path, errors)
     if target is not None:
         got = _attempt("disk", lambda: system.free_disk_bytes(target), errors)
         if got is not None:
             disk_free, where = got
-            disk_where = str(target) if where == target else f"{target} (measured at {where})"
+            disk_where, disk_measured = str(target), str(where)
     vk_devices: tuple[VulkanDevice, ...] = ()
     nv_gpus: tuple[NvidiaGpu, ...] = ()
     if pool is not None and vk_future is not None and nv_future is not None:
@@ -122,6 +122,7 @@ def probe_hardware(*, cpuinfo_path: Path | None = None, disk_path: Path | None =
         ram_total_bytes=ram,
         disk_free_bytes=disk_free,
         disk_path=disk_where,
+        disk_measured_at=disk_measured,
         vulkan_devices=vk_devices,
         nvidia_gpus=nv_gpus,
         errors=tuple(errors),

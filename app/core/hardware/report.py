@@ -139,10 +139,11 @@ class HardwareReport:
     os: OsInfo | None = None
     ram_total_bytes: int | None = None
     disk_free_bytes: int | None = None
-    disk_path: str = ""
+    disk_path: str = ""  # where free disk was asked for (the LM Studio home)
     vulkan_devices: tuple[VulkanDevice, ...] = ()
     nvidia_gpus: tuple[NvidiaGpu, ...] = ()
     errors: tuple[ProbeError, ...] = field(default_factory=tuple)
+    disk_measured_at: str = ""  # the existing folder actually measured (disk_path or its nearest existing parent)
     note: str = ""  # free text, e.g. how a recorded (fixture) report was put together
 
     def to_dict(self) -> dict[str, Any]:

@@ -32,7 +32,8 @@ def test_live_probe(runtime_dir: Path, tmp_path: Path) -> None:
     assert report.os is not None and report.os.platform == "linux"
     assert report.ram_total_bytes and report.ram_total_bytes > 2**30
     assert report.disk_free_bytes and report.disk_free_bytes > 0
-    assert "measured at" in report.disk_path  # the folder does not exist yet: its nearest parent is measured
+    assert report.disk_path == str(tmp_path / "not-yet" / "home")
+    assert report.disk_measured_at == str(tmp_path)  # the folder does not exist yet: its nearest parent is measured
     assert any(d.software for d in report.vulkan_devices)  # lavapipe
     assert report.nvidia_gpus == ()
     assert [(e.probe, e.kind) for e in report.errors] == [("nvidia", "absent")]
