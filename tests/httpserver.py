@@ -301,3 +301,23 @@ class LocalHTTPServer:
 
     def requests_for(self, path: str, method: str = "GET") -> list[RequestRecord]:
         return [r for r in self.requests if r.path == path and r.method == method]
+
+
+def main() -> None:
+    """`python -m tests.httpserver FOLDER`: serve FOLDER on 127.0.0.1 (prints the base URL, then serves)."""
+    import sys
+
+    folder = Path(sys.argv[1])
+    srv = LocalHTTPServer()
+    srv.add_dir(folder)
+    srv.start()
+    sys.stdout.write(srv.url("/") + "\n")
+    sys.stdout.flush()
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        srv.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -21,12 +21,14 @@ import ipaddress
 import json
 import logging
 import os
+import queue
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import unquote, urljoin, urlsplit
 
 import requests
@@ -221,6 +223,43 @@ def hash_file(path: Path, *, cancel: CancelToken | None = None) -> tuple[str, in
     return h.hexdigest(), n
 
 
+class _Sink:
+    """Writes and hashes chunks on a second thread, so receiving overlaps hashing and writing.
+
+    hashlib, file writes and socket reads all release the GIL on large buffers; with a small bounded
+    queue the memory stays at a few MiB.
+    """
+
+    def __init__(self, f: IO[bytes], hasher: Any) -> None:
+        self._f = f
+        self._hasher = hasher
+        self._q: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="download-sink", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._q.get()) is not None:
+            if self._error is not None:
+                continue
+            try:
+                self._f.write(chunk)
+                self._hasher.update(chunk)
+            except BaseException as exc:  # disk full, ...: reported by put()/close() in the caller's thread
+                self._error = exc
+
+    def put(self, chunk: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        self._q.put(chunk)
+
+    def close(self) -> None:
+        self._q.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
 # --- one attempt ---------------------------------------------------------------------------------------------------
 
 
@@ -358,6 +397,7 @@ class _Attempt:
         start = time.monotonic()
         last_report = 0.0
         with part.open(mode) as f:
+            sink = _Sink(f, hasher)
             try:
                 for chunk in _iter_raw(resp):
                     if self.cancel is not None and self.cancel.cancelled:
@@ -366,8 +406,7 @@ class _Attempt:
                             context=self.url,
                             hint="Run the same command again to resume where it stopped.",
                         )
-                    f.write(chunk)
-                    hasher.update(chunk)
+                    sink.put(chunk)
                     done += len(chunk)
                     now = time.monotonic()
                     if self.progress is not None and now - last_report >= PROGRESS_INTERVAL_S:
@@ -380,6 +419,8 @@ class _Attempt:
                 TimeoutError,
             ) as exc:
                 raise _Retry(f"connection lost after {done} bytes: {exc}") from exc
+            finally:
+                sink.close()  # every byte received is on disk (and hashed) before the part is left for a resume
         if self.progress is not None:
             self._report(done, offset, total, time.monotonic() - start)
         return done
@@ -411,8 +452,7 @@ class _Attempt:
                 context=self.url,
                 hint="The server or a mirror delivers a different file. Nothing was installed.",
             )
-        with contextlib.suppress(OSError), part.open("rb+") as f:
-            os.fsync(f.fileno())
+        # No fsync: a file torn by a power cut is caught when the cache hit is re-verified (sha256).
         os.replace(part, self.dest)
         with contextlib.suppress(FileNotFoundError):
             sidecar_path(self.dest).unlink()
