@@ -212,13 +212,14 @@ class InstallPlan:
     selection_before: Selection | None = None
     warnings: tuple[str, ...] = ()
     blocked: str = ""  # set when the plan cannot run now (LM Studio running and --select)
+    txid: str = ""  # the transaction id execute_install uses, so describe() names the exact backup paths
 
     @property
     def ident(self) -> str:
         return self.info.ident
 
     def describe(self) -> list[str]:
-        bk = state_dir(self.home.path) / "backups" / "<transaction>"
+        bk = state_dir(self.home.path) / "backups" / self.txid
         lines = [f"install {self.ident} into {self.home.describe()}"]
         for r in self.replaces:
             lines.append(f"back up {r.folder}  ->  {bk / r.folder.name}  ({r.ident}, ours)")
@@ -304,6 +305,7 @@ def plan_install(
         selection_before=selected_for(h, model_format),
         warnings=tuple(warnings),
         blocked=blocked,
+        txid=new_txid("install"),
     )
 
 
@@ -336,6 +338,13 @@ def _records_write_op(home: LmsHome, txdir: Path, records: list[dict[str, Any]])
     return Op("write", str(new_file), str(path), orig)
 
 
+def _fresh_txid(sd: Path, planned: str, kind: str) -> str:
+    """The plan's transaction id (so the dry run named the real paths), unless it was used already."""
+    if planned and not (sd / "tx" / planned).exists() and not (sd / "backups" / planned).exists():
+        return planned
+    return new_txid(kind)
+
+
 def _check_running(home: LmsHome, processes: ProcessLister) -> None:
     procs = processes(home)
     if procs:
@@ -355,8 +364,8 @@ def execute_install(
         fresh = plan_install(
             h, plan.source, select=plan.select, model_format=plan.model_format, processes=lambda _h: []
         )
-        txid = new_txid("install")
         sd = state_dir(h.path)
+        txid = _fresh_txid(sd, plan.txid, "install")
         txdir = sd / "tx" / txid
         backups = sd / "backups" / txid
         staged = txdir / "staged" / plan.dest.name
@@ -429,19 +438,26 @@ class UninstallPlan:
     record_txid: str = ""
     warnings: tuple[str, ...] = ()
     blocked: str = ""
+    txid: str = ""
 
     @property
     def ident(self) -> str:
         return self.info.ident
 
     def describe(self) -> list[str]:
-        lines = [f"uninstall {self.ident} from {self.home.describe()}", f"delete {self.info.folder}"]
+        kept = state_dir(self.home.path) / "backups" / self.txid / "removed" / self.info.folder.name
+        lines = [
+            f"uninstall {self.ident} from {self.home.describe()}",
+            f"delete {self.info.folder}  (moved to {kept}, kept for restore)",
+        ]
         for src, dst in self.restores:
             lines.append(f"restore {dst}  <-  {src}  (what this install replaced)")
         if self.prefs_change is not None:
             fmt, name, version = self.prefs_change
             what = f"{name}@{version}" if name else "no explicit selection (LM Studio picks its default)"
-            lines.append(f"back up {self.home.preferences_file}; select {what} for {fmt}")
+            bk = state_dir(self.home.path) / "backups" / self.txid / self.home.preferences_file.name
+            lines.append(f"back up {self.home.preferences_file}  ->  {bk}")
+            lines.append(f"select {what} for {fmt}")
         lines += [f"warning: {w}" for w in self.warnings]
         if self.blocked:
             lines.append(f"blocked: {self.blocked}")
@@ -507,7 +523,14 @@ def plan_uninstall(
         else:
             warnings.append(running_message(procs) + "; restart it fully afterwards")
     return UninstallPlan(
-        h, b, tuple(restores), prefs_change, str(rec.get("txid", "")) if rec else "", tuple(warnings), blocked
+        h,
+        b,
+        tuple(restores),
+        prefs_change,
+        str(rec.get("txid", "")) if rec else "",
+        tuple(warnings),
+        blocked,
+        new_txid("uninstall"),
     )
 
 
@@ -519,8 +542,8 @@ def execute_uninstall(plan: UninstallPlan, *, processes: ProcessLister = _defaul
             _check_running(h, processes)
         if not (plan.info.folder / MANIFEST_FILE).exists() or not read_backend(plan.info.folder).ours:
             raise RefusedChange(f"{plan.info.folder} changed since the plan was made", hint="run the command again")
-        txid = new_txid("uninstall")
         sd = state_dir(h.path)
+        txid = _fresh_txid(sd, plan.txid, "uninstall")
         txdir = sd / "tx" / txid
         backups = sd / "backups" / txid
         txdir.mkdir(parents=True)
@@ -572,6 +595,7 @@ class SelectPlan:
     model_format: str
     before: Selection | None
     blocked: str = ""
+    txid: str = ""
 
     @property
     def ident(self) -> str:
@@ -588,7 +612,7 @@ class SelectPlan:
             lines = [f"{self.ident} is already selected for {self.model_format}; nothing to do"]
         else:
             lines = [
-                f"back up {p}  ->  {state_dir(self.home.path) / 'backups' / '<transaction>' / p.name}"
+                f"back up {p}  ->  {state_dir(self.home.path) / 'backups' / self.txid / p.name}"
                 if p.exists()
                 else f"create {p}",
                 f"select {self.ident} for {self.model_format} (was {before}); other formats' entries kept",
@@ -615,7 +639,7 @@ def plan_select(
     load_preferences(h)  # raises on a malformed file before anything else
     procs = processes(h)
     blocked = running_message(procs) + "; " + CLOSE_HINT if procs else ""
-    return SelectPlan(h, b, model_format, selected_for(h, model_format), blocked)
+    return SelectPlan(h, b, model_format, selected_for(h, model_format), blocked, new_txid("select"))
 
 
 def execute_select(plan: SelectPlan, *, processes: ProcessLister = _default_procs) -> Selection:
@@ -626,8 +650,8 @@ def execute_select(plan: SelectPlan, *, processes: ProcessLister = _default_proc
         sel = Selection(plan.model_format, plan.info.name, plan.info.version)
         if plan.unchanged:
             return sel
-        txid = new_txid("select")
         sd = state_dir(h.path)
+        txid = _fresh_txid(sd, plan.txid, "select")
         txdir = sd / "tx" / txid
         txdir.mkdir(parents=True)
         doc, _entries = load_preferences(h)

@@ -468,3 +468,16 @@ def test_state_dir_blocked_by_a_file(tmp_path: Path) -> None:
         execute_install(plan, provenance={}, **NONE_RUNNING)
     assert ei.value.exit_code == 2 and "writable folder" in ei.value.hint
     assert _visible(home) == {**before}
+
+
+def test_dry_run_names_the_exact_backup_paths(tmp_path: Path) -> None:
+    home = make_home(tmp_path, prefs=OTHER_PREFS)
+    execute_install(
+        plan_install(home, prepare_our_backend(tmp_path / "a"), **NONE_RUNNING), provenance={}, **NONE_RUNNING
+    )
+    plan = plan_install(home, prepare_our_backend(tmp_path / "b", version="2.14.1"), select=True, **NONE_RUNNING)
+    backup_lines = [line for line in plan.describe() if line.startswith("back up ")]
+    assert len(backup_lines) == 2
+    execute_install(plan, provenance={}, **NONE_RUNNING)
+    for line in backup_lines:
+        assert Path(line.split("  ->  ")[1].split("  (")[0]).exists(), line
