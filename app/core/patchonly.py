@@ -24,7 +24,7 @@ from app.core.build.audit import FolderAudit, Violation, audit_folder, audit_vio
 from app.core.fetch.errors import PatchRefused
 from app.core.fetch.obtain import new_staging_dir
 from app.core.hardware.report import HardwareReport
-from app.core.lmstudio.backends import BackendInfo, find_backend
+from app.core.lmstudio.backends import BackendInfo, find_backend, list_backends
 from app.core.lmstudio.clone import clone_template
 from app.core.lmstudio.home import LmsHome, as_home
 from app.core.lmstudio.install import InstallResult, execute_install, plan_install
@@ -209,3 +209,39 @@ def execute_patch(plan: PatchPlan, *, provenance: Mapping[str, Any] | None = Non
     finally:
         with contextlib.suppress(OSError):
             shutil.rmtree(staging)
+
+
+def find_patch_candidates(
+    home: LmsHome | Path | str,
+    report: HardwareReport,
+    *,
+    frameworks: tuple[str, ...] | None = None,
+) -> list[PatchPlan]:
+    """Plan patch-only for every installed official llama.cpp backend of this OS/arch; safe plans first.
+
+    Args:
+        frameworks: only templates of these GPU frameworks ("vulkan", "cuda", "" for CPU packs); None: all.
+
+    Returns:
+        Plans ordered safe first, then Vulkan before CUDA before CPU, newest engine version first.
+        Each plan carries its evidence, so the UI can show why a template was not offered.
+    """
+    h = as_home(home)
+    platform = report.os.platform if report.os is not None else ""
+    arch = report.cpu.architecture if report.cpu is not None else ""
+    plans: list[PatchPlan] = []
+    for b in list_backends(h):
+        if not b.valid or b.ours or not b.name.startswith("llama.cpp-"):
+            continue
+        if (platform and b.platform != platform) or (arch and b.arch != arch):
+            continue
+        if frameworks is not None and b.gpu_framework.lower() not in frameworks:
+            continue
+        plans.append(plan_patch(h, b.ident, report))
+    fw_rank = {"vulkan": 0, "cuda": 1, "": 2}
+
+    def order(p: PatchPlan) -> tuple[int, int, tuple[int, ...]]:
+        version = tuple(-int(x) for x in p.template.version.split(".") if x.isdigit())
+        return (0 if p.safe else 1, fw_rank.get(p.template.gpu_framework.lower(), 3), version)
+
+    return sorted(plans, key=order)

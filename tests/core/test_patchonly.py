@@ -17,7 +17,7 @@ import pytest
 from app.core.fetch.errors import PatchRefused
 from app.core.lmstudio.backends import list_backends, read_backend
 from app.core.lmstudio.provenance import read_provenance
-from app.core.patchonly import execute_patch, plan_patch
+from app.core.patchonly import execute_patch, find_patch_candidates, plan_patch
 from tests.core.fetch.reports import core2_cpu_only, cpu_report, ivybridge_with_vulkan_gpu
 from tests.lmstudio_homes import make_home
 
@@ -131,3 +131,13 @@ def test_plan_json_is_serialisable(home: Path, tmp_path: Path) -> None:
     put_lib(home, build_lib(tmp_path, AVX2_SRC, ["-mavx2", "-mfma"], "avx2"))
     d = plan_patch(home, VULKAN, ivybridge_with_vulkan_gpu()).to_json()
     assert json.loads(json.dumps(d))["safe"] is False
+
+
+def test_find_candidates_puts_the_safe_vulkan_template_first(home: Path, tmp_path: Path) -> None:
+    put_lib(home, build_lib(tmp_path, AVX_SRC, ["-mavx"], "avx"))
+    cpu = home / "extensions" / "backends" / "llama.cpp-linux-x86_64-avx2-2.14.0"
+    shutil.copyfile(build_lib(tmp_path, AVX2_SRC, ["-mavx2", "-mfma"], "avx2"), cpu / "libggml-cpu.so.0.0.8861")
+    plans = find_patch_candidates(home, ivybridge_with_vulkan_gpu())
+    cpu_ident = "llama.cpp-linux-x86_64-avx2@2.14.0"
+    assert [(p.template.ident, p.safe) for p in plans] == [(VULKAN, True), (cpu_ident, False)]
+    assert find_patch_candidates(home, ivybridge_with_vulkan_gpu(), frameworks=("",))[0].safe is False
