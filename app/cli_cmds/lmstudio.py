@@ -177,6 +177,8 @@ def run_list(args: argparse.Namespace) -> int:
         mark = f"  [selected: {r['selected_for']}]" if r["selected_for"] else ""
         out(f"{r['ident'] or '(unreadable)'}  {r['kind']}  {r['generation']}  needs {needs or '-'}{mark}")
         out(f"    folder: {r['folder']}")
+        if r["display_name"] or r["llama_cpp"]:
+            out(f"    shown as: {r['display_name'] or '-'}; llama.cpp {r['llama_cpp'] or 'build unknown'}")
         out(f"    status: {r['status']} - {r['status_message']}")
         for c in r["caveats"]:
             out(f"    note: {c}")

@@ -290,6 +290,22 @@ def _check_folder(b: BackendInfo, h: LmsHome) -> list[Finding]:
             )
     if not b.valid:
         return out
+    if b.has_problem("folder-name-mismatch"):
+        dest = b.folder.parent / b.expected_folder_name
+        auto = b.ours and not dest.exists()
+        out.append(
+            Finding(
+                "folder-name-mismatch",
+                "info",
+                label,
+                f"the folder {b.folder.name} is not named {b.expected_folder_name}; LM Studio goes by the manifest, "
+                "but tools that find backends from the preferences file assume <name>-<version>",
+                f"rename it to {dest.name}" if auto else "leave it, or rename it by hand with LM Studio closed",
+                auto=auto,
+                target=str(b.folder),
+                data={"dest": str(dest)},
+            )
+        )
     if b.ours and b.name in OFFICIAL_NAMES:
         out.append(
             Finding(
@@ -705,7 +721,7 @@ class _Repairer:
         if f.code == "stale-staging" and t is not None:
             shutil.rmtree(t, ignore_errors=True)
             return f"deleted {t}"
-        if f.code == "misplaced-backend" and t is not None:
+        if f.code in ("misplaced-backend", "folder-name-mismatch") and t is not None:
             dest = Path(f.data["dest"])
             os.rename(t, dest)  # one rename: it is either still misplaced or in place
             return f"moved {t} to {dest}"

@@ -81,11 +81,7 @@ def roundtrip(
     """Assert ``code`` is found, repair, assert it is gone and only ``changed`` paths differ."""
     kw = {"report": IVY, **NONE, **kw}
     broken = visible(home)
-    found = [
-        f
-        for f in diagnose(home, **kw)
-        if (f.code == code and f.severity != "info") or f.code == code == "stale-staging"
-    ]
+    found = [f for f in diagnose(home, **kw) if f.code == code and f.auto]
     assert found, f"{code} not found in {codes(diagnose(home, **kw))}"
     f = found[0]
     assert f.explanation and f.fix and f.severity in ("error", "warning", "info")
@@ -410,3 +406,17 @@ def test_engine_index_from_a_moved_home(home: Path, tmp_path: Path) -> None:
     idx = home / ".internal" / "internal-engine-index.json"
     idx.write_text(json.dumps({"json": [{"dirPath": str(old_place)}, {"dirPath": str(home / OURS_DIR)}]}))
     roundtrip(home, "stale-engine-index", changed={".internal/internal-engine-index.json"})
+
+
+def test_folder_name_mismatch_of_ours(home: Path) -> None:
+    healthy = visible(home)
+    os.rename(home / OURS_DIR, home / "extensions/backends/my-avx1-build")
+    roundtrip(home, "folder-name-mismatch", healthy=healthy)
+
+
+def test_folder_name_mismatch_not_ours(tmp_path: Path) -> None:
+    h = make_home(tmp_path, backends=["linux-cpu-2.14.0"])
+    os.rename(
+        h / "extensions/backends/llama.cpp-linux-x86_64-avx2-2.14.0", h / "extensions/backends/cpu-2.14.0-patched"
+    )
+    not_auto(h, "folder-name-mismatch", report=_report("haswell-i7-4770.txt"))
