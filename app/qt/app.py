@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from collections.abc import Sequence
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QApplication
 
@@ -29,4 +31,28 @@ def run_gui(argv: Sequence[str] = (), config: WizardConfig | None = None) -> int
 
     wizard = UnlockedWizard(config)
     wizard.show()
+    _smoke_exit_hook(app)
     return int(app.exec())
+
+
+def _smoke_exit_hook(app: QApplication) -> None:
+    """LMS_UNLOCKED_SMOKE_EXIT_MS=N (tests/test_bundle.py, bench/bundle.py): once a top-level window is exposed,
+    write `smoke: first window shown at <epoch seconds>: <title>` to stderr and quit N ms later."""
+    ms = os.environ.get("LMS_UNLOCKED_SMOKE_EXIT_MS")
+    if not ms:
+        return
+    timer = QTimer(app)
+
+    def check() -> None:
+        for w in app.topLevelWidgets():
+            handle = w.windowHandle()
+            if w.isVisible() and handle is not None and handle.isExposed():
+                timer.stop()
+                if sys.stderr is not None:
+                    sys.stderr.write(f"smoke: first window shown at {time.time():.6f}: {w.windowTitle()}\n")
+                    sys.stderr.flush()
+                QTimer.singleShot(int(ms), app.quit)
+                return
+
+    timer.timeout.connect(check)
+    timer.start(5)
