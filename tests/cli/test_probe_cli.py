@@ -139,3 +139,14 @@ def test_bad_report_file(tmp_path: Path) -> None:
 def test_report_and_cpuinfo_are_exclusive(tmp_path: Path) -> None:
     p = run("recommend", "--report", "a", "--cpuinfo", "b", tmp_path=tmp_path)
     assert p.returncode == 2 and "not allowed with" in p.stderr
+
+
+def test_recommend_this_machine(tmp_path: Path) -> None:
+    flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
+    official = {"avx2", "fma", "f16c"} <= set(flags)
+    p = run("recommend", "--json", tmp_path=tmp_path)
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert d["official_supported"] is official and d["report"]["source"] == "live"
+    if official:
+        assert d["recommended"] is None  # no NVIDIA GPU here, and lavapipe is not a useful GPU
