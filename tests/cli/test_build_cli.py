@@ -251,3 +251,41 @@ def test_full_build_offline_source_then_smoke(template_dir: Path, tmp_path: Path
         timeout=900,
     )
     assert p2.returncode == 0, p2.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_build_from_installed_template_and_install(template_dir: Path, tmp_path: Path) -> None:
+    from tests.lmstudio_homes import make_home
+
+    home = make_home(tmp_path, backends=())
+    shutil.copytree(template_dir, home / "extensions/backends/llama.cpp-linux-x86_64-avx2-1.48.0", symlinks=True)
+    p = run(
+        "build",
+        "--variant",
+        "cpu-avx1",
+        "--template",
+        "llama.cpp-linux-x86_64-avx2@1.48.0",
+        "--home",
+        str(home),
+        "--cpuinfo",
+        IVY,
+        "--source",
+        str(rb.sdist_path()),
+        "--no-smoke",
+        "--install",
+        "--jobs",
+        "2",
+        "--json",
+        tmp_path=tmp_path,
+        cache=rb.cache_root(),
+        timeout=900,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    d = json.loads(p.stdout)
+    installed = Path(d["installed"])
+    assert installed == home / "extensions/backends/llama.cpp-linux-x86_64-avx1-unlocked-1.48.0"
+    assert json.loads((installed / "backend-manifest.json").read_text())["cpu"]["instruction_set_extensions"] == ["AVX"]
+    assert (installed / "unlocked-install.json").is_file()
+    # The official template is untouched.
+    tmpl = home / "extensions/backends/llama.cpp-linux-x86_64-avx2-1.48.0"
+    assert json.loads((tmpl / "backend-manifest.json").read_text())["name"] == "llama.cpp-linux-x86_64-avx2"

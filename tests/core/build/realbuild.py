@@ -152,10 +152,35 @@ TEMPLATE_NAME = "llama.cpp-linux-x86_64-avx2"
 TEMPLATE_VERSION = "1.48.0"
 
 
+ENGINE_C = """
+extern void ggml_init(void);
+extern void ggml_backend_cpu_init(void);
+extern void llama_model_load_from_file(void);
+void *lms_engine_refs[] = {(void *)ggml_init, (void *)ggml_backend_cpu_init, (void *)llama_model_load_from_file};
+int lms_engine_version(void) { return 2; }
+"""
+
+
+def _stand_in_lmstudio_binaries(dest: Path) -> None:
+    """LM Studio's closed `llm_engine.node` (imports ggml/llama symbols, like the real one) and
+    `liblmstudio_bindings.node` (no ggml dependency), as real ELF shared objects compiled here."""
+    src = dest.parent / "engine.c"
+    src.write_text(ENGINE_C)
+    subprocess.run(
+        ["gcc", "-shared", "-fPIC", "-o", str(dest / "llm_engine.node"), str(src), f"-L{dest}", "-lggml-base",
+         "-lggml-cpu", "-lllama", "-Wl,-rpath,$ORIGIN"],
+        check=True,
+    )
+    src.write_text("int lmstudio_bindings_version(void) { return 26; }\n")
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(dest / "liblmstudio_bindings.node"), str(src)], check=True)
+    src.unlink()
+
+
 def make_template_folder(dest: Path, bin_dir: Path) -> Path:
     """A folder shaped like LM Studio's official 1.x Linux CPU backend, from our AVX2 build.
 
-    Stand-ins: the official folder's manifest (the real 1.48.0 one, platform linux, name/ISE of the official
+    Stand-ins: LM Studio's binding files (real ELF objects compiled here, see _stand_in_lmstudio_binaries); the
+    official folder's manifest (the real 1.48.0 one, platform linux, name/ISE of the official
     avx2 original), its real display-data.json with the 1.48.0 release note naming our commit, and our
     libraries + llama-simple in place of LM Studio's binaries (libllama/libggml play the kept binaries that
     import from the swapped ggml-base/ggml-cpu).
@@ -165,6 +190,7 @@ def make_template_folder(dest: Path, bin_dir: Path) -> Path:
     from tests.conftest import BACKEND_EXAMPLES
 
     copy_bin(bin_dir, dest)
+    _stand_in_lmstudio_binaries(dest)
     m = json.loads((BACKEND_EXAMPLES / "win-x86_64-avx-1.48.0.backend-manifest.json").read_text())
     m["name"], m["platform"] = TEMPLATE_NAME, "linux"
     m["cpu"]["instruction_set_extensions"] = ["AVX2"]

@@ -177,7 +177,7 @@ def test_abi_guard_on_real_libraries(
     shutil.copy(fake, folder / "libggml-base.so.0.25.3")
     missing = check_abi(folder, ["libggml-base.so.0.25.3"], template_folder=tmpl)
     importers = {m.importer for m in missing}
-    assert {"libllama.so.0.5.0", "libggml.so.0.25.3", "libggml-cpu.so.0.25.3"} <= importers
+    assert {"libllama.so.0.5.0", "libggml.so.0.25.3", "libggml-cpu.so.0.25.3", "llm_engine.node"} <= importers
     assert any(m.symbol == "ggml_init" for m in missing)
     from app.core.build.abi import require_abi
 
@@ -202,4 +202,7 @@ def test_whole_folder_audit_lists_every_binary(packaged: dict[str, PackageResult
         "libggml.so.0.25.3",
         "libllama.so.0.5.0",
         "llama-simple",
+        "llm_engine.node",
+        "liblmstudio_bindings.node",
     }
+    assert not fa.get("llm_engine.node").counted
