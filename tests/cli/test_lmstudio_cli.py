@@ -197,3 +197,31 @@ def test_disk_error_during_uninstall_is_a_clear_error(home: Path) -> None:
     assert "Traceback" not in r.stderr and "internal error" not in r.stderr
     assert visible(home) == before
     assert not (home / STATE_DIR_NAME / "journal.json").exists()
+
+
+def test_no_command_ever_changes_an_official_folder(home: Path, tmp_path: Path) -> None:
+    """Every command of ours, successful or refused, on a home with official folders: they stay byte-identical."""
+    bdir = home / "extensions" / "backends"
+    official = {p.name: tree_hashes(p) for p in bdir.iterdir() if p.name != "vendor" and OURS not in p.name}
+    assert len(official) == 2
+    v2 = prepare_our_backend(tmp_path / "v2", version="2.14.1")
+    (home / "settings.json").write_text(json.dumps({"autoUpdateExtensionPacks": True}))
+    off = "llama.cpp-linux-x86_64-vulkan-avx2-2.14.0"
+    shutil.copytree(bdir / off, bdir / (off + ".backup"), symlinks=True)  # a duplicate doctor moves out
+    runs = [
+        ("list", "--home", str(home), "--cpuinfo", IVY),
+        ("doctor", "--home", str(home), "--cpuinfo", IVY),
+        ("select", "llama.cpp-linux-x86_64-vulkan-avx2@2.14.0", "--home", str(home)),
+        ("uninstall", "llama.cpp-linux-x86_64-vulkan-avx2@2.14.0", "--home", str(home)),
+        ("uninstall", "llama.cpp-win-x86_64-avx@1.48.0", "--home", str(home)),
+        ("repair", "--yes", "--home", str(home), "--cpuinfo", IVY),
+        ("select", f"{OURS}@2.14.0", "--home", str(home)),
+        ("uninstall", f"{OURS}@2.14.0", "--home", str(home)),
+    ]
+    if _install_cli_available():
+        runs.insert(2, ("install", "--from", str(v2), "--select", "--home", str(home)))
+    for args in runs:
+        r = cli(*args)
+        assert "Traceback" not in r.stderr, (args, r.stderr)
+        assert {n: tree_hashes(bdir / n) for n in official} == official, args
+    assert not (bdir / (off + ".backup")).exists()  # the copy was moved out (kept in our backups)

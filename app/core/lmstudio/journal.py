@@ -38,7 +38,7 @@ from typing import Any
 import psutil
 
 from app.core.lmstudio.errors import LmStudioError
-from app.core.lmstudio.jsondoc import atomic_write_bytes
+from app.core.lmstudio.jsondoc import atomic_write_bytes, fsync_dir
 
 STATE_DIR_NAME = ".lms-unlocked"
 JOURNAL_FILE = "journal.json"
@@ -97,6 +97,8 @@ def _do(op: Op) -> None:
         if _exists(src) and not _exists(dst):
             dst.parent.mkdir(parents=True, exist_ok=True)
             os.rename(src, dst)
+            fsync_dir(dst.parent)
+            fsync_dir(src.parent)
         elif _exists(src) and _exists(dst):
             raise JournalError(f"cannot move {src} to {dst}: both exist", hint="move one of them away by hand")
     elif op.kind == "write":
@@ -117,6 +119,7 @@ def _undo(op: Op) -> None:
         if _exists(dst) and not _exists(src):
             src.parent.mkdir(parents=True, exist_ok=True)
             os.rename(dst, src)
+            fsync_dir(src.parent)
     elif op.kind == "rmdir":
         if not _exists(dst):
             dst.mkdir(parents=True)

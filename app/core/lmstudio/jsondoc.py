@@ -100,6 +100,22 @@ def load_json(path: Path) -> JsonDoc:
     return replace(parse_json_bytes(raw, where=str(path)), path=path)
 
 
+def fsync_dir(path: Path) -> None:
+    """Make a rename or new entry in ``path`` durable (POSIX; a no-op where directories cannot be opened)."""
+    if os.name == "nt":
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: Path, data: bytes, *, mode: int | None = None) -> None:
     """Write ``data`` to ``path`` via a temp file in the same directory and one ``os.replace``."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -113,6 +129,7 @@ def atomic_write_bytes(path: Path, data: bytes, *, mode: int | None = None) -> N
         elif path.exists():
             os.chmod(tmp, path.stat().st_mode & 0o7777)
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except BaseException:
         try:
             os.unlink(tmp)
