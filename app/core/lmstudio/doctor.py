@@ -81,6 +81,14 @@ class Finding:
         return (self.code, self.backend, self.target)
 
     @property
+    def title(self) -> str:
+        """One line for a list: severity, code and backend."""
+        return f"{self.severity.capitalize()}: {self.code}" + (f" ({self.backend})" if self.backend else "")
+
+    def __str__(self) -> str:
+        return f"{self.title}: {self.explanation}"
+
+    @property
     def fixable(self) -> bool:
         """Same as ``auto``: repair can apply the fix."""
         return self.auto
