@@ -1,0 +1,100 @@
+"""Entry point of the PyInstaller bundle (installer.spec): the same program as `python -m app`, plus two things
+only a frozen program needs.
+
+* `multiprocessing.freeze_support()` first: py-cpuinfo (the CPU probe off Linux) runs CPUID in a
+  multiprocessing child; a frozen Windows/macOS program is re-launched for that child and must divert to it
+  before parsing our command line (otherwise the child would open a second wizard).
+* `LMS_UNLOCKED_BUNDLE_SELFTEST=FILE` (or `-` for stdout): instead of starting, write a JSON report of what the
+  frozen program can see (resource root, data/resource/patch files, whether every `app.*` module imports, the Qt
+  build) and exit 0 if every module imported. tests/test_bundle.py uses it to check the bundle from the inside:
+  hidden imports and data files placed where app.core.paths looks.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+
+
+def _files_under(root: str) -> list[str]:
+    out: list[str] = []
+    for dirpath, _dirs, files in os.walk(root):
+        out.extend(os.path.relpath(os.path.join(dirpath, f), root).replace(os.sep, "/") for f in files)
+    return sorted(out)
+
+
+def selftest() -> dict[str, object]:
+    """What the frozen program sees. Imports every app.* module (that is the point), so it is slow-ish (~1 s)."""
+    import importlib
+    import pkgutil
+    import traceback
+
+    import app
+    from app.core import paths
+
+    modules: dict[str, str] = {"app": "ok"}
+    for info in pkgutil.walk_packages(app.__path__, "app."):
+        if info.name == "app.__main__":  # running it is starting the program
+            continue
+        try:
+            importlib.import_module(info.name)
+            modules[info.name] = "ok"
+        except Exception:
+            modules[info.name] = traceback.format_exc(limit=3)
+    qt: dict[str, str] = {}
+    try:
+        from PySide6 import QtCore
+
+        qt = {
+            "version": QtCore.qVersion(),
+            "plugins": QtCore.QLibraryInfo.path(QtCore.QLibraryInfo.LibraryPath.PluginsPath),
+        }
+    except Exception as exc:  # reported, not fatal: the CLI works without Qt
+        qt = {"error": repr(exc)}
+    return {
+        "frozen": bool(getattr(sys, "frozen", False)),
+        "meipass": getattr(sys, "_MEIPASS", None),
+        "executable": sys.executable,
+        "version": app.__version__,
+        "resource_root": str(paths.resource_root()),
+        "data_path": str(paths.data_path()),
+        "resource_path": str(paths.resource_path()),
+        "patches_dir": str(paths.patches_dir()),
+        "data_files": _files_under(str(paths.data_path())),
+        "resource_files": _files_under(str(paths.resource_path())),
+        "patch_files": _files_under(str(paths.patches_dir())),
+        "modules": modules,
+        "qt": qt,
+        "stdio": {name: getattr(sys, name) is not None for name in ("stdin", "stdout", "stderr")},
+    }
+
+
+def _run_selftest(target: str) -> int:
+    import json
+
+    report = selftest()
+    text = json.dumps(report, indent=2, sort_keys=True)
+    if target == "-":
+        if sys.stdout is not None:
+            sys.stdout.write(text + "\n")
+    else:
+        with open(target, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+    modules = report["modules"]
+    assert isinstance(modules, dict)
+    return 0 if all(v == "ok" for v in modules.values()) else 1
+
+
+def main() -> int:
+    multiprocessing.freeze_support()
+    target = os.environ.get("LMS_UNLOCKED_BUNDLE_SELFTEST")
+    if target:
+        return _run_selftest(target)
+    from app.cli import main as cli_main
+
+    return cli_main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
