@@ -28,7 +28,7 @@ from app.core.lmstudio.home import POINTER_FILE_NAME, resolve_home
 from app.core.lmstudio.install import execute_install, plan_install
 from app.core.lmstudio.journal import STATE_DIR_NAME
 from app.core.lmstudio.processes import LmsProcess
-from tests.conftest import HWDATA
+from tests.conftest import HWDATA, REPO
 from tests.lmstudio_homes import make_home, prepare_our_backend, tree_hashes
 
 NONE: dict[str, Any] = {"processes": lambda _h: []}
@@ -259,7 +259,7 @@ def test_interrupted_install_from_a_killed_process(home: Path, tmp_path: Path) -
         "execute_install(plan_install(sys.argv[1], Path(sys.argv[2]), processes=n), provenance={}, processes=n)\n"
     )
     env = dict(os.environ, LMS_UNLOCKED_FAULT="install:op0:recorded")
-    r = subprocess.run([sys.executable, "-c", driver, str(home), str(v2)], env=env, timeout=60)
+    r = subprocess.run([sys.executable, "-c", driver, str(home), str(v2)], env=env, timeout=60, cwd=REPO)
     assert r.returncode == -9
     assert visible(home) != healthy  # half-changed: our v1 folder moved out, v2 not in yet
     roundtrip(home, "interrupted-change", healthy=healthy)
@@ -380,7 +380,7 @@ def test_nested_repair_killed_midway_recovers(home: Path) -> None:
         "repair(sys.argv[1], only={'nested-folder'}, processes=lambda _h: [])\n"
     )
     env = dict(os.environ, LMS_UNLOCKED_FAULT="repair:op1:recorded")
-    assert subprocess.run([sys.executable, "-c", driver, str(home)], env=env, timeout=60).returncode == -9
+    assert subprocess.run([sys.executable, "-c", driver, str(home)], env=env, timeout=60, cwd=REPO).returncode == -9
     from app.core.lmstudio.install import recover
 
     assert recover(home) and visible(home) == healthy

@@ -29,6 +29,7 @@ from app.core.lmstudio.journal import STATE_DIR_NAME
 from app.core.lmstudio.prefs import selected_for
 from app.core.lmstudio.processes import LmsProcess, lmstudio_processes
 from app.core.lmstudio.provenance import read_provenance, verify_files
+from tests.conftest import REPO
 from tests.lmstudio_homes import make_home, prepare_our_backend, template, tree_hashes
 
 NONE_RUNNING = {"processes": lambda _h: []}
@@ -318,7 +319,9 @@ elif op == "uninstall":
 
 def _run_driver(op: str, home: Path, arg: str, fault: str) -> int:
     env = dict(os.environ, LMS_UNLOCKED_FAULT=fault)
-    r = subprocess.run([sys.executable, "-c", _DRIVER, op, str(home), arg], env=env, capture_output=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-c", _DRIVER, op, str(home), arg], env=env, capture_output=True, timeout=60, cwd=REPO
+    )
     return r.returncode
 
 
