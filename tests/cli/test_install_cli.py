@@ -67,6 +67,14 @@ def test_install_archive_with_sha_json(home: Path, archive: Path) -> None:
     assert IDENT.replace("@", "-") in installed(home)
 
 
+def test_install_archive_and_select(home: Path, archive: Path) -> None:
+    p = run("install", "--from", archive, "--select", "--home", home, "--json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["selected"] is True
+    prefs = (home / ".internal" / "backend-preferences-v1.json").read_text()
+    assert "llama.cpp-linux-x86_64-vulkan-avx1-unlocked" in prefs and "2.14.0" in prefs
+
+
 def test_install_url_dry_run_downloads_nothing(home: Path, archive: Path) -> None:
     before = installed(home)
     with LocalHTTPServer() as srv:
@@ -143,7 +151,7 @@ def test_catalog_best_match_explains_why_not(home: Path, catalog: Path) -> None:
     """A saved Ivy Bridge cpuinfo has no GPU: the Vulkan entry is not offered, and the reason is printed."""
     p = run("install", "--catalog", catalog, "--cpuinfo", IVY, "--public-key", TEST_PUB, "--home", home)
     assert p.returncode == 1
-    assert "No entry of the catalog fits this machine" in p.stderr
+    assert "No entry of the catalog fits this machine: " + IDENT in p.stderr and "Vulkan" in p.stderr
     dry = run("install", "--catalog", catalog, "--entry", IDENT, "--cpuinfo", IVY, "--public-key", TEST_PUB,
               "--home", home, "--dry-run", "--json")
     out = json.loads(dry.stdout)

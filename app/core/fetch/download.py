@@ -557,8 +557,9 @@ def download_file(
     if mismatch is not None:
         mismatch.details = details
         raise mismatch
+    last = errors[-1] if errors else "no attempt made"
     raise DownloadError(
-        f"Could not download {filename_from_url(urls[0])} from {len(urls)} location(s).",
+        f"Could not download {filename_from_url(urls[0])} from {len(urls)} location(s); last error: {last}",
         context=urls[0],
         hint="Check the network connection and try again; an interrupted download resumes where it stopped.",
         details=details,

@@ -234,8 +234,9 @@ def plan_from_catalog(
         chosen = best_entry(matches)
         if chosen is None:
             reasons = [f"{m.entry.ident}: " + "; ".join(m.reasons) for m in matches]
+            shown = "; ".join(reasons[:5]) + (f"; and {len(reasons) - 5} more" if len(reasons) > 5 else "")
             raise CatalogError(
-                "No entry of the catalog fits this machine." if matches else "The catalog has no entries.",
+                f"No entry of the catalog fits this machine: {shown}" if matches else "The catalog has no entries.",
                 context=cat.source,
                 hint="Build the backend from source instead (`lms-unlocked build`), or name an entry with --entry.",
                 details="\n".join(reasons),
