@@ -361,3 +361,19 @@ def test_limits_are_configurable(tmp_path: Path) -> None:
         extract_archive(archive, tmp_path / "st", limits=ArchiveLimits(max_files=3))
     with pytest.raises(UnsafeArchiveError, match="archive bomb"):
         extract_archive(archive, tmp_path / "st2", limits=ArchiveLimits(max_total_bytes=1000))
+
+
+def test_windows_separators_are_normalised_and_checked(tmp_path: Path) -> None:
+    path = tmp_path / "win.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("pkg\\backend-manifest.json", b"{}")
+        zf.writestr("pkg\\sub\\ggml.dll", b"MZ")
+    res = extract_archive(path, tmp_path / "st")
+    assert res.nested and (res.root / "sub" / "ggml.dll").read_bytes() == b"MZ"
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("pkg\\backend-manifest.json", b"{}")
+        zf.writestr("pkg\\..\\..\\evil.dll", b"MZ")
+    with pytest.raises(UnsafeArchiveError, match=r"'\.\.'"):
+        extract_archive(evil, tmp_path / "st2")
+    assert not (tmp_path / "st2").exists()

@@ -189,3 +189,10 @@ def test_entry_round_trip() -> None:
     e = CatalogEntry("n", "1.0", "cpu-avx1", "linux", "x86_64", "1.0", "u", 5, "a" * 64, {"cpu_isa": ["AVX"]},
                      mirrors=("https://m/u",), notes=("n1",))
     assert CatalogEntry.from_dict(e.to_dict()) == e
+
+
+def test_schema_files_are_valid_json_schema() -> None:
+    import jsonschema
+
+    for name in ("catalog.schema.json", "requirements.schema.json"):
+        jsonschema.Draft202012Validator.check_schema(json.loads(data_path(name).read_text()))
