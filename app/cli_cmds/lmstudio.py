@@ -15,6 +15,7 @@ from app.core.errors import UsageError
 from app.core.hardware.report import HardwareReport
 from app.core.lmstudio.backends import list_backends
 from app.core.lmstudio.doctor import Finding, diagnose, repair, repair_plan
+from app.core.lmstudio.engine_index import last_status
 from app.core.lmstudio.errors import HomeNotFound
 from app.core.lmstudio.home import LmsHome, resolve_home
 from app.core.lmstudio.install import (
@@ -127,6 +128,7 @@ def run_list(args: argparse.Namespace) -> int:
     recovered = _recover(h, args)
     report = _report(args)
     sel = {s.ident: s.model_format for s in selections(h)}
+    said = last_status(h)
     rows: list[dict[str, Any]] = []
     for b in list_backends(h):
         j = judge_backend(b, report, app_version=args.app_version)
@@ -147,6 +149,7 @@ def run_list(args: argparse.Namespace) -> int:
                 "status_message": j.message,
                 "caveats": list(j.caveats),
                 "selected_for": sel.get(b.ident, ""),
+                "lmstudio_last_status": said[b.ident].status if b.ident in said else "",
                 "kind": "ours" if b.ours else ("official" if b.name in OFFICIAL_NAMES else "not ours"),
                 "problems": [p.message for p in b.problems],
             }
@@ -180,6 +183,8 @@ def run_list(args: argparse.Namespace) -> int:
         if r["display_name"] or r["llama_cpp"]:
             out(f"    shown as: {r['display_name'] or '-'}; llama.cpp {r['llama_cpp'] or 'build unknown'}")
         out(f"    status: {r['status']} - {r['status_message']}")
+        if r["lmstudio_last_status"]:
+            out(f"    LM Studio last said: {r['lmstudio_last_status']}")
         for c in r["caveats"]:
             out(f"    note: {c}")
         for pr in r["problems"]:

@@ -29,6 +29,7 @@ from app.core.lmstudio.backends import (
     read_backend,
 )
 from app.core.lmstudio.clone import sync_artifacts
+from app.core.lmstudio.engine_index import last_status, read_engine_index
 from app.core.lmstudio.errors import JsonFileError
 from app.core.lmstudio.home import DEFAULT_RELATIVE, LEGACY_RELATIVE, LmsHome, as_home, resolve_home
 from app.core.lmstudio.install import recover_holding_lock
@@ -457,6 +458,35 @@ def _check_duplicates(backends: list[BackendInfo]) -> list[Finding]:
     return out
 
 
+def _check_lmstudio_verdicts(h: LmsHome, backends: list[BackendInfo]) -> list[Finding]:
+    """What LM Studio itself last said about our engines (its survey may crash where ours passes, §15 #9)."""
+    said = last_status(h)
+    out: list[Finding] = []
+    for b in backends:
+        e = said.get(b.ident) if b.valid and b.ours else None
+        if e is None or e.status in ("compatible", "unknown"):
+            continue
+        survey = e.status in ("errorSurveyingHardware", "invalidCpuArchitecture", "cpuSurveyUnsuccessful")
+        out.append(
+            Finding(
+                "lmstudio-says-incompatible",
+                "error",
+                b.ident,
+                f"LM Studio's own check last reported {e.status} for {b.ident}"
+                + (
+                    " - its survey child probably crashed loading the bindings (AVX2 code in LM Studio's files?)"
+                    if survey
+                    else ""
+                ),
+                "rebuild without AVX2 / use a template whose bindings load on this CPU, then restart LM Studio "
+                "and rerun its compatibility check (Runtime page -> Manage versions)"
+                if survey
+                else "compare with `lms-unlocked list`, restart LM Studio fully and rerun its compatibility check",
+            )
+        )
+    return out
+
+
 def _check_engine_index(h: LmsHome) -> list[Finding]:
     p = h.engine_index_file
     if not p.exists():
@@ -476,13 +506,13 @@ def _check_engine_index(h: LmsHome) -> list[Finding]:
                 target=str(p),
             )
         ]
-    entries = data.get("json") if isinstance(data, dict) else data
+    del data
     stale: list[str] = []
     bdir = Path(os.path.realpath(h.backends_dir))
-    for e in entries if isinstance(entries, list) else []:
-        d = e.get("dirPath") if isinstance(e, dict) else None
+    for e in read_engine_index(h):
+        d = e.dir_path
         # missing, or left over from where the home used to be (a copied home keeps the old paths valid)
-        if isinstance(d, str) and d and (not Path(d).is_dir() or not Path(os.path.realpath(d)).is_relative_to(bdir)):
+        if d and (not Path(d).is_dir() or not Path(os.path.realpath(d)).is_relative_to(bdir)):
             stale.append(d)
     if not stale:
         return []
@@ -669,6 +699,7 @@ def diagnose(
         findings += _judge_findings(b, report, app_version)
     findings += _check_duplicates(backends)
     findings += _check_engine_index(h)
+    findings += _check_lmstudio_verdicts(h, backends)
     findings += _check_settings(h, any(b.ours for b in backends))
     findings += _check_selection(h, backends, report)
     findings.sort(key=lambda f: SEVERITY_ORDER.get(f.severity, 9))

@@ -420,3 +420,23 @@ def test_folder_name_mismatch_not_ours(tmp_path: Path) -> None:
         h / "extensions/backends/llama.cpp-linux-x86_64-avx2-2.14.0", h / "extensions/backends/cpu-2.14.0-patched"
     )
     not_auto(h, "folder-name-mismatch", report=_report("haswell-i7-4770.txt"))
+
+
+@pytest.mark.parametrize("status", ["errorSurveyingHardware", "Invalid CPU architecture"])
+def test_lmstudio_said_incompatible(home: Path, status: str) -> None:
+    """LM Studio's own verdict from its engine index (both status spellings), for our engine."""
+    idx = home / ".internal" / "internal-engine-index.json"
+    entry = {
+        "manifest": {"name": OURS, "version": "2.14.0"},
+        "dirPath": str(home / OURS_DIR),
+        "backendCompatibility": {"status": status},
+    }
+    idx.write_text(json.dumps({"json": [entry], "meta": {"values": {"0.displayData": ["map"]}}}))
+    f = not_auto(home, "lmstudio-says-incompatible")
+    assert "survey" in f.explanation
+    from app.core.lmstudio.engine_index import last_status
+
+    assert last_status(resolve_home(home))[f"{OURS}@2.14.0"].status in (
+        "errorSurveyingHardware",
+        "invalidCpuArchitecture",
+    )
