@@ -39,12 +39,14 @@ BUILDS = {
 
 
 def bench_binary() -> Path:
-    """llama-bench from a cached build (tools on)."""
-    plan = rb.plan_for("ivybridge", "cpu-avx1", smoke_program=True, extra={"replace_server": True})
+    """llama-bench (and llama-server, for tests/core/build/test_server_smoke.py) from a cached build (tools on)."""
+    plan = rb.server_plan()
     argv = list(plan.build.argv)
-    argv = [*argv[: argv.index("--target")], "--target", "llama-bench"]
-    plan = dataclasses.replace(plan, build=dataclasses.replace(plan.build, argv=tuple(argv)), targets=("llama-bench",))
-    print("building llama-bench (cached after the first run) ...", flush=True)
+    argv = [*argv[: argv.index("--target")], "--target", "llama-bench", "llama-server"]
+    plan = dataclasses.replace(
+        plan, build=dataclasses.replace(plan.build, argv=tuple(argv)), targets=("llama-bench", "llama-server")
+    )
+    print("building llama-bench + llama-server (cached after the first run) ...", flush=True)
     return run_build(plan).bin_dir
 
 

@@ -167,8 +167,19 @@ def _stand_in_lmstudio_binaries(dest: Path) -> None:
     src = dest.parent / "engine.c"
     src.write_text(ENGINE_C)
     subprocess.run(
-        ["gcc", "-shared", "-fPIC", "-o", str(dest / "llm_engine.node"), str(src), f"-L{dest}", "-lggml-base",
-         "-lggml-cpu", "-lllama", "-Wl,-rpath,$ORIGIN"],
+        [
+            "gcc",
+            "-shared",
+            "-fPIC",
+            "-o",
+            str(dest / "llm_engine.node"),
+            str(src),
+            f"-L{dest}",
+            "-lggml-base",
+            "-lggml-cpu",
+            "-lllama",
+            "-Wl,-rpath,$ORIGIN",
+        ],
         check=True,
     )
     src.write_text("int lmstudio_bindings_version(void) { return 26; }\n")
@@ -219,3 +230,9 @@ def vulkan_plan() -> BuildPlan:
         ccache=tools.ccache,
         cmake=tools.cmake or "cmake",
     )
+
+
+def server_plan() -> BuildPlan:
+    """Ivy Bridge cpu-avx1 with the server stack (llama-server; llama-bench shares this build dir)."""
+    plan = plan_for("ivybridge", "cpu-avx1", smoke_program=True, extra={"replace_server": True})
+    return plan
