@@ -9,7 +9,8 @@ APT_PACKAGES=(
   qemu-user                                   # run builds under an emulated Ivy Bridge / Westmere / Core 2
   libvulkan1 libvulkan-dev mesa-vulkan-drivers vulkan-tools glslc spirv-headers  # lavapipe: a real Vulkan device
   libegl1 libgl1 libxkbcommon0 libxkbcommon-x11-0 libfontconfig1 libdbus-1-3 libxcb-cursor0  # Qt offscreen
-  libxcb-icccm4 libxcb-keysyms1 xvfb xauth    # bundled into the PyInstaller bundle; its xcb start is tested on Xvfb
+  libxcb-icccm4 libxcb-keysyms1 libwayland-cursor0 libwayland-egl1  # Qt xcb/wayland libs the bundle carries
+  xvfb xauth                                  # the frozen wizard is started on a real X server
   curl                                        # baseline of the download benchmark
   gcc-mingw-w64-x86-64                        # real PE DLLs for the ISA audit / ABI guard tests
 )
