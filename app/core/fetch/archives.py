@@ -406,11 +406,12 @@ class _DiskIO(py7zr.io.Py7zIO):
 
 def _extract_7z(archive: Path, staging: Path, by_name: dict[str, Member], counter: _Counter) -> None:
     opened: list[_DiskIO] = []
-    scratch = staging / ".7z-scratch"  # py7zr may create folders under the path it is given
+    scratch = Path(os.path.abspath(staging / ".7z-scratch"))  # py7zr may create folders under the path it is given
 
     class Factory(py7zr.io.WriterFactory):
         def create(self, filename: str) -> py7zr.io.Py7zIO:
-            rel = Path(filename).relative_to(scratch).as_posix() if Path(filename).is_absolute() else filename
+            full = Path(os.path.abspath(filename))
+            rel = full.relative_to(scratch).as_posix() if full.is_relative_to(scratch) else filename
             m = by_name.get(safe_member_name(rel, archive))
             if m is None or m.kind != "file":
                 return py7zr.io.NullIO()  # type: ignore[no-untyped-call]

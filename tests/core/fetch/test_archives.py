@@ -377,3 +377,14 @@ def test_windows_separators_are_normalised_and_checked(tmp_path: Path) -> None:
     with pytest.raises(UnsafeArchiveError, match=r"'\.\.'"):
         extract_archive(evil, tmp_path / "st2")
     assert not (tmp_path / "st2").exists()
+
+
+@pytest.mark.parametrize("fmt", WRITERS)
+def test_relative_staging_path_and_empty_files(fmt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = make_backend_folder(tmp_path / "src", payload=1000)
+    (folder / "empty.marker").write_bytes(b"")
+    archive = make_real_archive(fmt, folder, tmp_path / ("b" + EXT[fmt]))
+    monkeypatch.chdir(tmp_path)
+    res = extract_archive(archive, Path("staging"))
+    assert tree(res.root) == tree(folder)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["src", archive.name, "staging"])
