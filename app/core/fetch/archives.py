@@ -281,7 +281,17 @@ def list_members(archive: Path, limits: ArchiveLimits | None = None) -> list[Mem
                 ]
     except (UnsafeArchiveError, ArchiveError):
         raise
-    except (zipfile.BadZipFile, tarfile.TarError, py7zr.exceptions.ArchiveError, EOFError, OSError, ValueError) as exc:
+    except (
+        zipfile.BadZipFile,
+        tarfile.TarError,
+        py7zr.exceptions.ArchiveError,
+        py7zr.exceptions.PasswordRequired,
+        EOFError,
+        OSError,
+        ValueError,
+        RuntimeError,
+        NotImplementedError,
+    ) as exc:
         raise ArchiveError(
             f"{archive.name} is damaged or not a supported archive: {exc}",
             context=str(archive),
@@ -478,9 +488,18 @@ def extract_archive(
             _extract_7z(archive, staging, by_name, counter)
     except (UnsafeArchiveError, ArchiveError):
         raise
-    except (zipfile.BadZipFile, tarfile.TarError, py7zr.exceptions.ArchiveError, EOFError, ValueError) as exc:
+    except (
+        zipfile.BadZipFile,
+        tarfile.TarError,
+        py7zr.exceptions.ArchiveError,
+        py7zr.exceptions.PasswordRequired,
+        EOFError,
+        ValueError,
+        RuntimeError,  # zipfile: encrypted member
+        NotImplementedError,  # zipfile: unsupported compression method
+    ) as exc:
         raise ArchiveError(
-            f"{archive.name} is damaged: {exc}",
+            f"{archive.name} is damaged, encrypted or uses an unsupported compression: {exc}",
             context=str(archive),
             hint="Download it again, or give another archive.",
         ) from exc

@@ -388,3 +388,11 @@ def test_relative_staging_path_and_empty_files(fmt: str, tmp_path: Path, monkeyp
     res = extract_archive(archive, Path("staging"))
     assert tree(res.root) == tree(folder)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["src", archive.name, "staging"])
+
+
+def test_encrypted_7z_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "enc.7z"
+    with py7zr.SevenZipFile(path, "w", password="secret", header_encryption=True) as z:
+        z.writestr(b"{}", "pkg/backend-manifest.json")
+    with pytest.raises(ArchiveError, match=r"encrypted|damaged"):
+        extract_archive(path, tmp_path / "st")
