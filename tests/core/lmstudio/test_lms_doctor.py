@@ -440,3 +440,17 @@ def test_lmstudio_said_incompatible(home: Path, status: str) -> None:
         "errorSurveyingHardware",
         "invalidCpuArchitecture",
     )
+
+
+def test_settings_unreadable(home: Path) -> None:
+    (home / "settings.json").write_bytes(b'{"autoUpdateExtensionPacks": tru')
+    not_auto(home, "settings-unreadable")
+
+
+def test_other_lmstudio_status_library_version_format(home: Path) -> None:
+    m = home / OURS_DIR / "backend-manifest.json"
+    data = json.loads(m.read_text())
+    data["target_libraries"][0]["version"] = "v0.1.2-beta"
+    m.write_text(json.dumps(data, indent=2) + "\n")
+    f = not_auto(home, "incompatible")
+    assert "invalidLibraryVersionFormat" in f.explanation
