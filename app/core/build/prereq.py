@@ -28,6 +28,7 @@ class Tools:
     spirv_headers: str | None = None
     nvcc: str | None = None
     cuda_version: tuple[int, int] | None = None
+    cublas: str | None = None  # the cuBLAS library of nvcc's toolkit (ggml-cuda links CUDA::cublas)
     patch: str | None = None
 
 
@@ -185,6 +186,36 @@ def nvcc_version(nvcc: str, run: Callable[[list[str]], str] | None = None) -> tu
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
+_EXEC_RE = re.compile(r"^\s*exec\s+\"?([^\s\"]+/nvcc)\"?", re.M)
+
+
+def cuda_roots(nvcc: str, env: Mapping[str, str]) -> list[Path]:
+    """Toolkit folders that may belong to `nvcc` (CUDA_PATH/CUDA_HOME, bin/.., a wrapper script's target)."""
+    roots = [Path(env[k]) for k in ("CUDA_PATH", "CUDA_HOME") if env.get(k)]
+    real = Path(os.path.realpath(nvcc))
+    roots.append(real.parent.parent)
+    try:
+        head = real.read_bytes()[:4096]
+        m = _EXEC_RE.search(head.decode("utf-8", "replace")) if head[:2] == b"#!" else None
+        if m:
+            roots.append(Path(os.path.realpath(m.group(1))).parent.parent)
+    except OSError:
+        pass
+    return roots
+
+
+def find_cublas(nvcc: str, env: Mapping[str, str]) -> str | None:
+    for root in cuda_roots(nvcc, env):
+        for sub in ("lib64", "lib", "targets/x86_64-linux/lib", "lib/x64", "bin"):
+            d = root / sub
+            if d.is_dir():
+                for pat in ("libcublas.so*", "cublas.lib", "cublas64_*.dll"):
+                    hit = next(iter(sorted(d.glob(pat))), None)
+                    if hit is not None:
+                        return str(hit)
+    return None
+
+
 def find_tools(env: Mapping[str, str] | None = None) -> Tools:
     env = os.environ if env is None else env
     path = env.get("PATH")
@@ -213,6 +244,7 @@ def find_tools(env: Mapping[str, str] | None = None) -> Tools:
         spirv_headers=_find_spirv_headers(env),
         nvcc=nvcc,
         cuda_version=nvcc_version(nvcc) if nvcc else None,
+        cublas=find_cublas(nvcc, env) if nvcc else None,
         patch=which("patch", "git"),
     )
 
@@ -253,6 +285,8 @@ def check_prerequisites(
             )
     if framework == "cuda":
         need(tools.nvcc, "nvcc (CUDA toolkit)", "compiles ggml-cuda", "nvcc")
+        if tools.nvcc:
+            need(tools.cublas, "cuBLAS (CUDA toolkit)", f"ggml-cuda links cuBLAS; none next to {tools.nvcc}", "nvcc")
         ccs = [tuple(int(x) for x in c.split(".")) for c in compute_capabilities]
         if tools.cuda_version and ccs:
             v = tools.cuda_version

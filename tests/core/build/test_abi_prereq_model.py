@@ -92,7 +92,7 @@ def test_prerequisites_say_what_and_how() -> None:
 
 
 def test_cuda_toolchain_vs_compute_capability() -> None:
-    t = Tools(cmake="c", cc="cc", cxx="c++", patch="p", nvcc="/x/nvcc", cuda_version=(12, 4))
+    t = Tools(cmake="c", cc="cc", cxx="c++", patch="p", nvcc="/x/nvcc", cuda_version=(12, 4), cublas="/x/libcublas.so")
     r = check_prerequisites("cuda", t, compute_capabilities=("3.7",), os_family="debian")
     assert any(m.what == "CUDA ≤ 11.8" and "470" in m.how for m in r.missing)
     assert check_prerequisites("cuda", t, compute_capabilities=("6.1",), os_family="debian").ok
@@ -101,6 +101,23 @@ def test_cuda_toolchain_vs_compute_capability() -> None:
     assert check_prerequisites("cuda", t13, compute_capabilities=("9.0",), os_family="debian").ok
     t118 = dataclasses_replace(t, cuda_version=(11, 8))
     assert check_prerequisites("cuda", t118, compute_capabilities=("3.5", "3.7"), os_family="debian").ok
+
+
+def test_cublas_is_found_through_a_wrapper_script_or_reported_missing(tmp_path: Path) -> None:
+    from app.core.build.prereq import find_cublas
+
+    kit = tmp_path / "cuda-12.4"
+    (kit / "bin").mkdir(parents=True)
+    (kit / "bin" / "nvcc").write_text("#!/bin/sh\n")
+    wrapper = tmp_path / "nvcc"
+    wrapper.write_text(f'#!/bin/sh\nexec {kit}/bin/nvcc "$@"\n')
+    assert find_cublas(str(wrapper), {}) is None
+    t = Tools(cmake="c", cc="cc", cxx="c++", patch="p", nvcc=str(wrapper), cuda_version=(12, 4))
+    miss = check_prerequisites("cuda", t, compute_capabilities=("8.6",), os_family="debian").missing
+    assert [m.what for m in miss] == ["cuBLAS (CUDA toolkit)"]
+    (kit / "targets/x86_64-linux/lib").mkdir(parents=True)
+    (kit / "targets/x86_64-linux/lib/libcublas.so.12").write_bytes(b"")
+    assert find_cublas(str(wrapper), {}) == str(kit / "targets/x86_64-linux/lib/libcublas.so.12")
 
 
 def dataclasses_replace(t: Tools, **kw: object) -> Tools:
