@@ -533,6 +533,13 @@ def download_file(
                 except _NextMirror as exc:
                     errors.append(f"{url}: {exc}")
                     break
+                except OSError as exc:  # our side: disk full, permissions (network errors are handled above)
+                    raise DownloadError(
+                        f"Cannot write the download to {dest.parent}: {exc.strerror or exc}.",
+                        context=str(dest),
+                        hint="Free some disk space (or fix the folder's permissions) and run the same command "
+                        "again; it resumes from what is already downloaded.",
+                    ) from exc
                 except ChecksumMismatch as exc:
                     errors.append(f"{url}: {exc.message} expected {exc.expected}, got {exc.actual}")
                     mismatch = exc

@@ -292,3 +292,12 @@ def test_resume_across_mirrors_uses_range_without_if_range(http_server: LocalHTT
     assert req.headers["Range"] == "bytes=900000-" and "If-Range" not in req.headers
     assert (tmp_path / "b.7z").read_bytes() == PAYLOAD
     assert files_in(tmp_path) == {"b.7z"}
+
+
+def test_unwritable_destination_is_a_clear_error(http_server: LocalHTTPServer, tmp_path: Path) -> None:
+    http_server.add("/b.7z", PAYLOAD)
+    dest_dir = tmp_path / "ro"
+    dest_dir.mkdir()
+    (dest_dir / "b.7z.part").mkdir()  # the part path cannot be opened as a file (stands in for a full/readonly disk)
+    with pytest.raises(DownloadError, match="Cannot write the download"):
+        download_file([http_server.url("/b.7z")], dest_dir / "b.7z", sha256=SHA, policy=FAST)
