@@ -289,3 +289,26 @@ def test_build_from_installed_template_and_install(template_dir: Path, tmp_path:
     # The official template is untouched.
     tmpl = home / "extensions/backends/llama.cpp-linux-x86_64-avx2-1.48.0"
     assert json.loads((tmpl / "backend-manifest.json").read_text())["name"] == "llama.cpp-linux-x86_64-avx2"
+
+
+def test_plan_only_uses_the_cached_source_tree(template_dir: Path, tmp_path: Path) -> None:
+    tree = rb.source_tree()  # prepared (cached) by the product code
+    p = run(
+        "build",
+        "--variant",
+        "cpu-avx1",
+        "--template-dir",
+        str(template_dir),
+        "--cpuinfo",
+        IVY,
+        "--plan-only",
+        "--json",
+        "--source",
+        str(rb.sdist_path()),
+        tmp_path=tmp_path,
+        cache=rb.cache_root(),
+    )
+    assert p.returncode == 0, p.stderr
+    plan = json.loads(p.stdout)["plan"]
+    assert plan["llama_cpp"]["source"] == str(tree.root)
+    assert plan["configure"][2] == str(tree.root)

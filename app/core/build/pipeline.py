@@ -18,7 +18,7 @@ from app.core.build.package import PackageResult, package_backend
 from app.core.build.plan import BuildPlan, parse_variant, plan_build
 from app.core.build.prereq import PrereqReport, Tools, check_prerequisites, find_tools, require
 from app.core.build.smoke import SmokeResult, have_qemu, plan_smoke, require_smoke, run_smoke
-from app.core.build.source import SourceTree, prepare_source
+from app.core.build.source import SourceTree, find_prepared_source, prepare_source
 from app.core.build.tinymodel import shipped_model
 from app.core.errors import UsageError
 from app.core.hardware.report import HardwareReport
@@ -153,7 +153,7 @@ def prepare_job(
             cancel=cancel,
         )
     else:
-        tree = SourceTree(
+        tree = find_prepared_source(tag=the_tag, commit=commit, cache_root=cache, source=source) or SourceTree(
             cache / "llama-src" / "trees" / f"{the_tag or commit or 'src'}-(not yet fetched)",
             the_tag,
             commit,

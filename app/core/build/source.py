@@ -165,6 +165,46 @@ def _fingerprint(path: Path) -> str:
     return hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
 
 
+def _load_marker(tree_dir: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((tree_dir / MARKER).read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _source_key(tag: str | None, commit: str | None, src_path: Path) -> str:
+    return f"{tag or commit or 'src'}-{'dir' if src_path.is_dir() else 'arc'}-{_fingerprint(src_path)}"
+
+
+def find_prepared_source(
+    *, tag: str | None, commit: str | None, cache_root: Path, source: Path | None = None
+) -> SourceTree | None:
+    """The tree `prepare_source` would return, if it is already in the cache (nothing is fetched or changed)."""
+    base = source_cache(cache_root)
+    if source is not None:
+        if not Path(source).exists():
+            return None
+        key = _source_key(tag, commit, Path(source))
+    else:
+        entry = _read_index(base).get("archives", {}).get(tag or "")
+        if not isinstance(entry, dict) or not entry.get("sha256"):
+            return None
+        key = f"{tag}-{entry['sha256'][:12]}"
+    info = _load_marker(base / "trees" / key)
+    if not info:
+        return None
+    recorded = tuple(AppliedPatch(p["file"], p["sha256"], p["when"]) for p in info.get("patches", []))
+    return SourceTree(
+        base / "trees" / key / str(info.get("root", ".")),
+        tag,
+        commit,
+        str(info.get("origin", "")),
+        info.get("archive_sha256"),
+        recorded,
+    )
+
+
 def prepare_source(
     *,
     tag: str | None,
@@ -198,17 +238,12 @@ def prepare_source(
         if not src_path.exists():
             raise InputFileError(f"{src_path} does not exist.", hint="Give a llama.cpp source folder or archive.")
         origin = str(src_path.resolve())
-        key = f"{tag or commit or 'src'}-{'dir' if src_path.is_dir() else 'arc'}-{_fingerprint(src_path)}"
+        key = _source_key(tag, commit, src_path)
     entries = read_series(patches_root)
     wanted = select_patches(entries, tag=tag, commit=commit, features=features)
     tree_dir = base / "trees" / key
     marker = tree_dir / MARKER
-    info: dict[str, Any] = {}
-    if marker.is_file():
-        try:
-            info = json.loads(marker.read_text(encoding="utf-8"))
-        except ValueError:
-            info = {}
+    info = _load_marker(tree_dir)
     if not info:
         if tree_dir.exists():
             shutil.rmtree(tree_dir)
