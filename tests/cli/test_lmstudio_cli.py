@@ -225,3 +225,17 @@ def test_no_command_ever_changes_an_official_folder(home: Path, tmp_path: Path) 
         assert "Traceback" not in r.stderr, (args, r.stderr)
         assert {n: tree_hashes(bdir / n) for n in official} == official, args
     assert not (bdir / (off + ".backup")).exists()  # the copy was moved out (kept in our backups)
+
+
+def test_a_second_process_waits_its_turn(home: Path) -> None:
+    """While another process holds the home's lock, read-only commands work and changes are refused."""
+    from app.core.lmstudio.journal import home_lock
+
+    with home_lock(home):  # this test process is the "other" lms-unlocked
+        r = cli("list", "--home", str(home), "--no-probe")
+        assert r.returncode == 0, r.stderr
+        before = visible(home)
+        r = cli("select", f"{OURS}@2.14.0", "--home", str(home))
+        assert r.returncode == 2 and f"pid {os.getpid()}" in r.stderr and "wait for it" in r.stderr
+        assert visible(home) == before
+    assert cli("select", f"{OURS}@2.14.0", "--home", str(home)).returncode == 0

@@ -39,6 +39,7 @@ from app.core.lmstudio.errors import (
 )
 from app.core.lmstudio.home import LmsHome, as_home
 from app.core.lmstudio.journal import (
+    HomeBusy,
     Journal,
     Op,
     Transaction,
@@ -85,8 +86,11 @@ def recover(home: LmsHome | Path | str) -> list[str]:
     h = as_home(home)
     if not state_dir(h.path).exists():
         return []
-    with home_lock(h.path):
-        return recover_holding_lock(h)
+    try:
+        with home_lock(h.path):
+            return recover_holding_lock(h)
+    except HomeBusy:
+        return []  # another lms-unlocked process is working on this home; its journal is its own
 
 
 # ---------------------------------------------------------------------------------------------- records
