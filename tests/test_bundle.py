@@ -1,0 +1,263 @@
+"""The PyInstaller bundle, built by the real `scripts/build_bundle.sh` and run FROZEN, headless.
+
+The build (about a minute on 2 cores) is cached in the persistent test cache under a hash of everything that goes
+into it (sources, data, spec, scripts, pyproject, Python/PyInstaller/PySide6 versions, the names of the system's
+shared libraries): a fresh machine builds it,
+an unchanged tree reuses it. Nothing is stood in: the frozen executable runs as users run it, on Qt's offscreen
+platform and on a real X server (Xvfb) with the xcb platform users get.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import app
+from tests.conftest import HWDATA, REPO, persistent_test_cache
+from tests.lmstudio_homes import make_home
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the bundle test runs on Linux CI")
+
+IVY = HWDATA / "cpuinfo" / "ivybridge-i5-3570k.txt"
+BUILD_INPUTS = ("app", "resources", "patches", "installer.spec", "scripts/build_bundle.sh",
+                "scripts/bundle_entry.py", "pyproject.toml")
+SMOKE_RE = re.compile(r"^smoke: first window shown at (\d+\.\d+): (.*)$", re.M)
+
+
+def _input_files() -> list[Path]:
+    files: list[Path] = []
+    for name in BUILD_INPUTS:
+        p = REPO / name
+        if p.is_file():
+            files.append(p)
+        elif p.is_dir():
+            files += [f for f in p.rglob("*") if f.is_file() and "__pycache__" not in f.parts]
+    return sorted(files)
+
+
+def bundle_key() -> str:
+    """Hash of every build input; the same key means the same bundle."""
+    h = hashlib.sha256()
+    for dist in ("pyinstaller", "PySide6-Essentials"):
+        h.update(f"{dist}={importlib.metadata.version(dist)}\n".encode())
+    h.update(sys.version.encode())
+    # PyInstaller bundles the system libraries Qt links: a newly installed one changes the bundle.
+    for libdir in ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib"):
+        if os.path.isdir(libdir):
+            h.update("\n".join(sorted(n for n in os.listdir(libdir) if ".so" in n)).encode())
+    for f in _input_files():
+        h.update(f"{f.relative_to(REPO).as_posix()}\0".encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def build_bundle(cache: Path) -> Path:
+    """The bundle for this tree: reused from the cache when built before, else built (atomically) by the script."""
+    key = bundle_key()
+    done = cache / key
+    bundle = done / "dist" / "lms-unlocked"
+    if (done / "complete").is_file() and (bundle / "lms-unlocked").is_file():
+        return bundle
+    staging = cache / f"{key}.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    r = subprocess.run(
+        ["bash", str(REPO / "scripts" / "build_bundle.sh"), "--dist", str(staging / "dist"), "--work",
+         str(staging / "work")],
+        cwd=REPO, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=900, check=False,
+    )
+    assert r.returncode == 0, f"build_bundle.sh failed:\n{r.stdout[-4000:]}\n{r.stderr[-8000:]}"
+    (staging / "build.log").write_text(r.stdout + r.stderr, encoding="utf-8")
+    shutil.copy(staging / "work" / "installer" / "pruned.tsv", staging / "pruned.tsv")
+    shutil.rmtree(staging / "work")
+    (staging / "complete").write_text(key, encoding="utf-8")
+    shutil.rmtree(done, ignore_errors=True)
+    staging.rename(done)
+    # Keep the two newest bundles (the tree switches back and forth between branches); drop the rest.
+    entries = sorted((p for p in cache.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in entries[2:]:
+        shutil.rmtree(old, ignore_errors=True)
+    return bundle
+
+
+@pytest.fixture(scope="module")
+def bundle() -> Path:
+    return build_bundle(persistent_test_cache() / "bundle")
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """The frozen program's environment: a throw-away HOME (so no real LM Studio home is touched), offscreen Qt."""
+    xdg = tmp_path / "xdg"
+    xdg.mkdir(mode=0o700)
+    (tmp_path / "home").mkdir()
+    e = {**os.environ, "HOME": str(tmp_path / "home"), "XDG_RUNTIME_DIR": str(xdg), "QT_QPA_PLATFORM": "offscreen"}
+    e.pop("PYTHONPATH", None)  # the frozen program must not need (or see) the source tree
+    return e
+
+
+def frozen(bundle: Path, *args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(bundle / "lms-unlocked"), *args], capture_output=True, text=True, env=env,
+                          cwd=env["HOME"], stdin=subprocess.DEVNULL, timeout=timeout, check=False)
+
+
+def from_source(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True,
+                          env={**env, "PYTHONPATH": str(REPO)}, cwd=REPO, stdin=subprocess.DEVNULL, timeout=120,
+                          check=False)
+
+
+def test_version(bundle: Path, env: dict[str, str]) -> None:
+    r = frozen(bundle, "--version", env=env)
+    assert r.returncode == 0 and r.stdout.strip() == f"lms-unlocked {app.__version__}", r.stderr
+
+
+def _source_modules() -> set[str]:
+    mods = set()
+    for f in (REPO / "app").rglob("*.py"):
+        parts = list(f.relative_to(REPO).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        mods.add(".".join(parts))
+    return mods - {"app.__main__"}
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+                  if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".py", ".pyc"))
+
+
+def test_frozen_self_test_sees_every_module_and_data_file(bundle: Path, env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "selftest.json"
+    r = frozen(bundle, env={**env, "LMS_UNLOCKED_BUNDLE_SELFTEST": str(out)})
+    report: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
+    broken = {k: v for k, v in report["modules"].items() if v != "ok"}
+    assert r.returncode == 0 and not broken, broken
+    # Every app.* module (the CLI imports sub-commands by name, so these are hidden imports) is in and imports.
+    assert set(report["modules"]) == _source_modules()
+    internal = bundle / "_internal"
+    assert report["frozen"] and Path(report["meipass"]) == internal == Path(report["resource_root"])
+    # app.core.paths finds the data files where the spec put them, all of them.
+    assert Path(report["data_path"]) == internal / "app" / "data"
+    assert report["data_files"] == _files(REPO / "app" / "data")
+    assert report["resource_files"] == _files(REPO / "resources")
+    assert report["patch_files"] == _files(REPO / "patches")
+    assert report["version"] == app.__version__ and report["stdio"] == {"stdin": True, "stdout": True, "stderr": True}
+    assert Path(report["qt"]["plugins"]) == internal / "PySide6" / "Qt" / "plugins"
+
+
+def test_bundle_holds_qt_widgets_only_and_the_pruning_kept_what_runs(bundle: Path) -> None:
+    internal = bundle / "_internal"
+    names = {p.relative_to(internal).as_posix() for p in internal.rglob("*")}
+    for banned in ("tkinter", "_tkinter", "PyQt5", "PyQt6", "PySide2", "numpy", "pytest", "yaml"):
+        assert not any(n == banned or n.startswith((banned + "/", banned + ".")) for n in names), banned
+    for lib in ("QtNetwork", "QtQml", "QtQuick", "QtOpenGLWidgets", "QtPdf", "QtTest"):
+        assert not any(f"libQt6{lib}." in n or f"PySide6/{lib}." in n for n in names), lib
+    assert not any(Path(n).name.startswith("libvulkan.so") for n in names), "the system Vulkan loader must be used"
+    plugins = internal / "PySide6" / "Qt" / "plugins"
+    kept = {p.name for p in (plugins / "platforms").iterdir()}
+    assert {"libqxcb.so", "libqwayland.so", "libqoffscreen.so"} <= kept
+    assert not any("eglfs" in k or "vnc" in k or "linuxfb" in k for k in kept)
+    assert not (plugins / "platformthemes" / "libqgtk3.so").exists()
+    assert not (internal / "libcairo.so.2").exists()  # only the GTK3 theme needed it: dropped with it
+    assert not (internal / "PySide6" / "Qt" / "translations").exists()
+    icu = next((internal / "PySide6" / "Qt" / "lib").glob("libicudata.so.*"))
+    assert icu.stat().st_size < 100_000  # the stub, not the 32 MB data library
+    # Every kept binary still finds its libraries inside the bundle or on the system (nothing pruned too much).
+    missing = []
+    for so in [*internal.rglob("*.so"), *internal.rglob("*.so.*")]:
+        if so.is_symlink():
+            continue
+        r = subprocess.run(["ldd", str(so)], capture_output=True, text=True, check=False,
+                           env={**os.environ, "LD_LIBRARY_PATH": str(internal)})
+        missing += [f"{so.name}: {line.strip()}" for line in r.stdout.splitlines() if "not found" in line]
+    assert not missing, missing
+
+
+def test_app_uses_no_qt_feature_that_needs_icu_data() -> None:
+    """The Linux bundle ships ICU stub data (installer.spec): these Qt APIs would silently degrade there."""
+    needs_icu = re.compile(r"\b(QCollator|QStringDecoder|QStringEncoder|QStringConverter|localeAwareCompare)\b")
+    hits = [f"{f.relative_to(REPO)}:{i}" for f in (REPO / "app").rglob("*.py")
+            for i, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1) if needs_icu.search(line)]
+    assert not hits, f"uses ICU-backed Qt APIs; keep the full ICU data in installer.spec: {hits}"
+
+
+def _comparable(report: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in report.items() if k not in ("created_at", "disk_free_bytes", "disk_measured_at")}
+
+
+def test_probe_json_frozen_equals_source(bundle: Path, env: dict[str, str]) -> None:
+    r = frozen(bundle, "probe", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["cpu"]["isa"] and report["vulkan_devices"], "the frozen probe saw no CPU ISA / Vulkan device"
+    s = from_source("probe", "--json", env=env)
+    assert s.returncode == 0, s.stderr
+    assert _comparable(report) == _comparable(json.loads(s.stdout))
+
+
+def test_doctor_json_against_a_temp_home(bundle: Path, env: dict[str, str], tmp_path: Path) -> None:
+    home = make_home(tmp_path, backends=["linux-cpu-2.14.0", "linux-vulkan-2.14.0"],
+                     settings={"autoUpdateExtensionPacks": True})
+    args = ("doctor", "--json", "--home", str(home), "--cpuinfo", str(IVY))
+    r = frozen(bundle, *args, env=env)
+    doc = json.loads(r.stdout)
+    assert doc["ok"] is True and doc["findings"], r.stderr
+    s = from_source(*args, env=env)
+    assert (r.returncode, doc) == (s.returncode, json.loads(s.stdout))
+
+
+def _run_wizard(bundle: Path, env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], float]:
+    start = time.time()
+    r = frozen(bundle, env={**env, "LMS_UNLOCKED_SMOKE_EXIT_MS": "300"}, timeout=60)
+    return r, start
+
+
+def _assert_clean_wizard_run(r: subprocess.CompletedProcess[str], start: float) -> None:
+    m = SMOKE_RE.search(r.stderr)
+    assert r.returncode == 0 and m, f"rc={r.returncode}\n{r.stderr}"
+    assert m.group(2) == app.APP_NAME and start < float(m.group(1)) < time.time()
+    noise = [line for line in r.stderr.splitlines() if line and not SMOKE_RE.match(line)]
+    assert not noise, noise  # no Qt warning, no "QThread: Destroyed while thread is still running", no traceback
+
+
+def test_wizard_opens_offscreen_and_closes_cleanly(bundle: Path, env: dict[str, str]) -> None:
+    _assert_clean_wizard_run(*_run_wizard(bundle, env))
+
+
+@pytest.fixture
+def xvfb_display(tmp_path: Path) -> Iterator[str]:
+    xvfb = shutil.which("Xvfb")
+    if xvfb is None:
+        pytest.skip("Xvfb is not installed (scripts/test.sh installs it)")
+    read, write = os.pipe()
+    proc = subprocess.Popen([xvfb, "-displayfd", str(write), "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+                            pass_fds=(write,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    os.close(write)
+    try:
+        with os.fdopen(read) as fh:
+            display = fh.readline().strip()
+        assert display, "Xvfb did not report a display"
+        yield f":{display}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_wizard_opens_on_a_real_x_server(bundle: Path, env: dict[str, str], xvfb_display: str) -> None:
+    """The xcb platform plugin (what Linux users get) loads with the bundled libraries and shows the wizard."""
+    x_env = {**env, "DISPLAY": xvfb_display, "QT_QPA_PLATFORM": "xcb"}
+    x_env.pop("WAYLAND_DISPLAY", None)
+    _assert_clean_wizard_run(*_run_wizard(bundle, x_env))
