@@ -340,6 +340,9 @@ class _Attempt:
         resumed_from = offset
         try:
             resp, final_url = _open(self.session, self.url, headers, self.policy)
+        except requests.exceptions.SSLError as exc:
+            # Not transient, and never worked around: the server is not who it claims to be (or the clock is off).
+            raise _NextMirror(f"TLS certificate verification failed: {exc}") from exc
         except requests.RequestException as exc:
             raise _Retry(f"cannot connect: {exc}") from exc
         with resp:

@@ -301,3 +301,25 @@ def test_unwritable_destination_is_a_clear_error(http_server: LocalHTTPServer, t
     (dest_dir / "b.7z.part").mkdir()  # the part path cannot be opened as a file (stands in for a full/readonly disk)
     with pytest.raises(DownloadError, match="Cannot write the download"):
         download_file([http_server.url("/b.7z")], dest_dir / "b.7z", sha256=SHA, policy=FAST)
+
+
+def test_https_with_untrusted_certificate_is_refused_then_trusted_ca_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real TLS server with a self-signed certificate: verification stays on, so it fails until trusted."""
+    from tests.httpserver import make_self_signed_cert
+
+    cert, key = make_self_signed_cert(tmp_path / "tls")
+    with LocalHTTPServer(tls=(cert, key)) as srv:
+        srv.add("/b.7z", PAYLOAD)
+        url = srv.url("/b.7z")
+        assert url.startswith("https://127.0.0.1:")
+        with pytest.raises(DownloadError) as ei:
+            download_file([url], tmp_path / "b.7z", sha256=SHA, policy=FAST)
+        assert "certificate verify failed" in ei.value.details
+        assert srv.requests == []  # no HTTP request got through the failed handshake
+        assert files_in(tmp_path) == {"tls"}
+        # A user behind a company proxy adds their CA the standard way; verification itself stays on.
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
+        res = download_file([url], tmp_path / "b.7z", sha256=SHA, policy=FAST)
+        assert res.size == len(PAYLOAD)
