@@ -37,6 +37,20 @@ _CHUNK = 1 << 20
 _MAX_LINK_TARGET = 4096
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
 
+# What the readers raise for damaged, encrypted or unsupported archives (zipfile: RuntimeError for an encrypted
+# member, NotImplementedError for an unknown compression method).
+_READ_ERRORS: tuple[type[BaseException], ...] = (
+    zipfile.BadZipFile,
+    tarfile.TarError,
+    py7zr.exceptions.ArchiveError,
+    py7zr.exceptions.PasswordRequired,
+    EOFError,
+    ValueError,
+    RuntimeError,
+    NotImplementedError,
+)
+_LIST_ERRORS: tuple[type[BaseException], ...] = (*_READ_ERRORS, OSError)
+
 Kind = Literal["file", "dir", "symlink", "hardlink", "device", "other"]
 Format = Literal["zip", "tar", "7z"]
 
@@ -281,17 +295,7 @@ def list_members(archive: Path, limits: ArchiveLimits | None = None) -> list[Mem
                 ]
     except (UnsafeArchiveError, ArchiveError):
         raise
-    except (
-        zipfile.BadZipFile,
-        tarfile.TarError,
-        py7zr.exceptions.ArchiveError,
-        py7zr.exceptions.PasswordRequired,
-        EOFError,
-        OSError,
-        ValueError,
-        RuntimeError,
-        NotImplementedError,
-    ) as exc:
+    except _LIST_ERRORS as exc:
         raise ArchiveError(
             f"{archive.name} is damaged or not a supported archive: {exc}",
             context=str(archive),
@@ -488,16 +492,7 @@ def extract_archive(
             _extract_7z(archive, staging, by_name, counter)
     except (UnsafeArchiveError, ArchiveError):
         raise
-    except (
-        zipfile.BadZipFile,
-        tarfile.TarError,
-        py7zr.exceptions.ArchiveError,
-        py7zr.exceptions.PasswordRequired,
-        EOFError,
-        ValueError,
-        RuntimeError,  # zipfile: encrypted member
-        NotImplementedError,  # zipfile: unsupported compression method
-    ) as exc:
+    except _READ_ERRORS as exc:
         raise ArchiveError(
             f"{archive.name} is damaged, encrypted or uses an unsupported compression: {exc}",
             context=str(archive),
