@@ -293,6 +293,18 @@ def plan_install(
     procs = processes(h)
     warnings = list(v.warnings)
     blocked = ""
+    before = selected_for(h, model_format)
+    replaced_selected = before is not None and any(r.ident == before.ident for r in replaces)
+    if replaced_selected and not select:
+        assert before is not None
+        if procs:
+            warnings.append(
+                f"{before.ident} is selected for {model_format} and will be replaced; with LM Studio closed, run "
+                f"`lms-unlocked select {info.ident}`"
+            )
+        else:
+            select = True  # the selection follows our backend instead of pointing at a folder that moved out
+            warnings.append(f"the {model_format} selection moves from {before.ident} to {info.ident}")
     if procs:
         if select:
             blocked = running_message(procs) + "; " + CLOSE_HINT
@@ -306,7 +318,7 @@ def plan_install(
         replaces=tuple(replaces),
         select=select,
         model_format=model_format,
-        selection_before=selected_for(h, model_format),
+        selection_before=before,
         warnings=tuple(warnings),
         blocked=blocked,
         txid=new_txid("install"),
@@ -362,16 +374,16 @@ def execute_install(
     h = plan.home
     with home_lock(h.path):
         recover_holding_lock(h)
-        if plan.select:
-            _check_running(h, processes)
+        procs = processes(h)
         # the world may have changed since planning
         fresh = plan_install(
-            h, plan.source, select=plan.select, model_format=plan.model_format, processes=lambda _h: []
+            h, plan.source, select=plan.select, model_format=plan.model_format, processes=lambda _h: procs
         )
+        if fresh.select and procs:
+            raise LmStudioRunning(running_message(procs), context=str(h.path), hint=CLOSE_HINT)
         sd = state_dir(h.path)
         txid = _fresh_txid(sd, plan.txid, "install")
         txdir = sd / "tx" / txid
-        backups = sd / "backups" / txid
         staged = txdir / "staged" / plan.dest.name
         info: dict[str, Any] = dict(read_provenance(plan.source) or {})
         info.update(provenance)
@@ -383,8 +395,10 @@ def execute_install(
             copy_tree_exact(plan.source, staged, skip=frozenset({PROVENANCE_FILE}))
             written = write_provenance(staged, info)
             fault_point("install:staging")
+            ops = _install_ops(h, plan, fresh, staged, txid, info["installed_at"])
         except OSError as exc:
             shutil.rmtree(txdir, ignore_errors=True)
+            shutil.rmtree(sd / "backups" / txid, ignore_errors=True)  # the preferences copy, if taken
             raise InstallFailed(
                 f"could not stage {plan.source}: {exc.strerror or exc}",
                 context=str(txdir),
@@ -394,40 +408,48 @@ def execute_install(
             shutil.rmtree(txdir, ignore_errors=True)
             raise InvalidBackendFolder(f"the staged copy of {plan.source} does not read back as a backend")
         fault_point("install:prepared")
-        ops: list[Op] = []
-        backed_up: list[Path] = []
-        for r in fresh.replaces:
-            target = backups / r.folder.name
-            ops.append(Op("rename", str(r.folder), str(target)))
-            backed_up.append(target)
-        ops.append(Op("rename", str(staged), str(plan.dest)))
-        commit = len(ops)
-        before = fresh.selection_before
-        if plan.select:
-            doc, _entries = load_preferences(h)
-            new_prefs = with_selection(doc.data if doc else [], plan.model_format, fresh.info.name, fresh.info.version)
-            ops.append(_prefs_write_op(h, txdir, backups, new_prefs, doc))
-        records = installed_records(h)
-        records.append(
-            {
-                "txid": txid,
-                "ident": fresh.ident,
-                "folder": plan.dest.name,
-                "installed_at": info["installed_at"],
-                "replaced": [
-                    {"ident": r.ident, "folder": r.folder.name, "backup": f"backups/{txid}/{r.folder.name}"}
-                    for r in fresh.replaces
-                ],
-                "selected": plan.select,
-                "model_format": plan.model_format,
-                "selection_before": ({"name": before.name, "version": before.version} if before is not None else None),
-            }
-        )
-        ops.append(_records_write_op(h, txdir, records))
+        commit = len(fresh.replaces) + 1  # roll forward once the staged folder's move-in is recorded
         Journal(h.path).run(
             Transaction(txid, "install", tuple(ops), commit, cleanup=(str(txdir),), summary=f"install {fresh.ident}")
         )
-        return InstallResult(fresh.ident, plan.dest, txid, tuple(backed_up), plan.select, written)
+        backed_up = tuple(sd / "backups" / txid / r.folder.name for r in fresh.replaces)
+        return InstallResult(fresh.ident, plan.dest, txid, backed_up, fresh.select, written)
+
+
+def _install_ops(
+    h: LmsHome, plan: InstallPlan, fresh: InstallPlan, staged: Path, txid: str, installed_at: str
+) -> list[Op]:
+    """Back up what is replaced, move the staged folder in, then selection and our records."""
+    sd = state_dir(h.path)
+    txdir = sd / "tx" / txid
+    backups = sd / "backups" / txid
+    ops: list[Op] = []
+    for r in fresh.replaces:
+        ops.append(Op("rename", str(r.folder), str(backups / r.folder.name)))
+    ops.append(Op("rename", str(staged), str(plan.dest)))
+    before = fresh.selection_before
+    if fresh.select:
+        doc, _entries = load_preferences(h)
+        new_prefs = with_selection(doc.data if doc else [], plan.model_format, fresh.info.name, fresh.info.version)
+        ops.append(_prefs_write_op(h, txdir, backups, new_prefs, doc))
+    records = installed_records(h)
+    records.append(
+        {
+            "txid": txid,
+            "ident": fresh.ident,
+            "folder": plan.dest.name,
+            "installed_at": installed_at,
+            "replaced": [
+                {"ident": r.ident, "folder": r.folder.name, "backup": f"backups/{txid}/{r.folder.name}"}
+                for r in fresh.replaces
+            ],
+            "selected": fresh.select,
+            "model_format": plan.model_format,
+            "selection_before": ({"name": before.name, "version": before.version} if before is not None else None),
+        }
+    )
+    ops.append(_records_write_op(h, txdir, records))
+    return ops
 
 
 # ---------------------------------------------------------------------------------------------- uninstall

@@ -484,3 +484,25 @@ def test_dry_run_names_the_exact_backup_paths(tmp_path: Path) -> None:
     execute_install(plan, provenance={}, **NONE_RUNNING)
     for line in backup_lines:
         assert Path(line.split("  ->  ")[1].split("  (")[0]).exists(), line
+
+
+def test_selection_follows_a_replaced_selected_version(tmp_path: Path) -> None:
+    home = make_home(tmp_path, prefs=OTHER_PREFS)
+    execute_install(
+        plan_install(home, prepare_our_backend(tmp_path / "a"), select=True, **NONE_RUNNING),
+        provenance={},
+        **NONE_RUNNING,
+    )
+    v2 = prepare_our_backend(tmp_path / "b", version="2.14.1")
+    # LM Studio running: the selection is not touched, the plan says what to do afterwards
+    fake = [LmsProcess(1, "lm-studio", "app")]
+    running_plan = plan_install(home, v2, processes=lambda _h: fake)
+    assert not running_plan.select and not running_plan.blocked
+    assert any(f"lms-unlocked select {OURS}@2.14.1" in w for w in running_plan.warnings)
+    with pytest.raises(LmStudioRunning):  # LM Studio closed at plan time but running now: refused, not half-done
+        execute_install(plan_install(home, v2, **NONE_RUNNING), provenance={}, processes=lambda _h: fake)
+    # LM Studio closed: the selection follows instead of pointing at the folder that is moved out
+    plan = plan_install(home, v2, **NONE_RUNNING)
+    assert plan.select and any("selection moves" in w for w in plan.warnings)
+    execute_install(plan, provenance={}, **NONE_RUNNING)
+    assert selected_for(resolve_home(home)).ident == f"{OURS}@2.14.1"
