@@ -49,7 +49,7 @@ SPEED_RE = re.compile(r"decoded (\d+) tokens in ([\d.]+) s, speed: ([\d.]+) t/s"
 
 def sh(argv: list[str], out: Path | None = None, **kw: object) -> subprocess.CompletedProcess[str]:
     try:
-        r = subprocess.run(argv, capture_output=True, text=True, check=False, **kw)  # type: ignore[call-overload]
+        r = subprocess.run(argv, capture_output=True, text=True, errors="replace", check=False, **kw)  # type: ignore[call-overload]
     except OSError as exc:
         r = subprocess.CompletedProcess(argv, 127, "", str(exc))
     if out is not None:
@@ -96,7 +96,11 @@ def make_template(dest: Path, cpu_bin: Path) -> Path:
         elif p.is_file():
             shutil.copy2(p, dest / p.name)
     # Placeholder standing in for the official pack's CUDA library (replaced by the variant build).
-    sh(["cc", "-shared", "-fPIC", "-o", str(dest / "libggml-cuda.so"), "-x", "c", "/dev/null"])
+    # Versioned like every ggml library of an official Linux pack: .so -> .so.0 -> real file (SONAME .so.0).
+    real = "libggml-cuda.so.0.0.0"
+    sh(["cc", "-shared", "-fPIC", "-Wl,-soname,libggml-cuda.so.0", "-o", str(dest / real), "-x", "c", "/dev/null"])
+    (dest / "libggml-cuda.so.0").symlink_to(real)
+    (dest / "libggml-cuda.so").symlink_to("libggml-cuda.so.0")
     m = json.loads((REPO / "bench" / "gpu_device_template" / "linux-x86_64-cuda-k40k80-2.14.0.backend-manifest.json")
                    .read_text())
     m["name"] = TEMPLATE_NAME
@@ -109,7 +113,7 @@ def make_template(dest: Path, cpu_bin: Path) -> Path:
 
 
 def speed(folder: Path, exe: Path, model: Path, ngl: int, n: int = 128) -> dict[str, object]:
-    argv = [str(exe), "-m", str(model), "-n", str(n)] + (["-ngl", str(ngl)] if ngl else []) + ["Once upon a time"]
+    argv = [str(exe), "-m", str(model), "-n", str(n), *(["-ngl", str(ngl)] if ngl else []), "Once upon a time"]
     runs = []
     for _ in range(3):
         r = sh(argv, cwd=str(folder))
@@ -220,6 +224,17 @@ def main() -> int:
         (out / "smoke-cuda.log").write_text("\n".join(pos.log_tail), encoding="utf-8")
         summary["speed_gpu_tiny"] = speed(folder, exe, model, 99)
         summary["speed_cpu_tiny"] = speed(template, template / "llama-simple", model, 0)
+        # A bigger random model (8 blocks, 2048 wide, f16, ~0.5 B parameters) where the GPU's work dominates.
+        from app.core.build.tinymodel import write_tiny_gguf
+
+        big = work / "bench-f16.gguf"
+        t = time.monotonic()
+        write_tiny_gguf(big, quant="f16", embed=2048, blocks=8, ff=5632, heads=16, kv_heads=8)
+        summary["bench_model"] = {"path": big.name, "bytes": big.stat().st_size,
+                                  "seconds_to_write": round(time.monotonic() - t, 1),
+                                  "shape": "llama, 8 blocks, embed 2048, ff 5632, 16 heads / 8 kv, f16"}
+        summary["speed_gpu_bench"] = speed(folder, exe, big, 99, n=64)
+        summary["speed_cpu_bench"] = speed(template, template / "llama-simple", big, 0, n=64)
         if copied:
             exe.unlink()
     summary["total_seconds"] = round(time.monotonic() - t0, 1)

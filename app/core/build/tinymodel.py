@@ -50,8 +50,22 @@ def vocabulary() -> tuple[list[bytes], list[float], list[int]]:
     return tokens, scores, types
 
 
-def write_tiny_gguf(path: Path, *, quant: str = "q8_0", seed: int = 1234) -> Path:
-    """Write the tiny model as f32, f16, q8_0 or q4_0 (about 0.5 s)."""
+def write_tiny_gguf(
+    path: Path,
+    *,
+    quant: str = "q8_0",
+    seed: int = 1234,
+    embed: int = EMBED,
+    blocks: int = BLOCKS,
+    ff: int = FF,
+    heads: int = HEADS,
+    kv_heads: int = KV_HEADS,
+) -> Path:
+    """Write the tiny model as f32, f16, q8_0 or q4_0 (about 0.5 s).
+
+    The size arguments make bigger random models for speed benchmarks (bench/gpu_device.py); the defaults are the
+    smoke-test model.
+    """
     import gguf
     import numpy as np
 
@@ -62,12 +76,13 @@ def write_tiny_gguf(path: Path, *, quant: str = "q8_0", seed: int = 1234) -> Pat
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_name("lms-unlocked tiny smoke-test model")
     w.add_context_length(CONTEXT)
-    w.add_embedding_length(EMBED)
-    w.add_block_count(BLOCKS)
-    w.add_feed_forward_length(FF)
-    w.add_head_count(HEADS)
-    w.add_head_count_kv(KV_HEADS)
-    w.add_rope_dimension_count(HEAD_SIZE)
+    head_size = embed // heads
+    w.add_embedding_length(embed)
+    w.add_block_count(blocks)
+    w.add_feed_forward_length(ff)
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv_heads)
+    w.add_rope_dimension_count(head_size)
     w.add_layer_norm_rms_eps(1e-5)
     w.add_file_type(ftype)
     if quant in ("q8_0", "q4_0"):
@@ -95,23 +110,23 @@ def write_tiny_gguf(path: Path, *, quant: str = "q8_0", seed: int = 1234) -> Pat
             w.add_tensor(name, q, raw_dtype=qt)
 
     def norm(name: str) -> None:
-        w.add_tensor(name, np.ones(EMBED, dtype=np.float32))
+        w.add_tensor(name, np.ones(embed, dtype=np.float32))
 
-    weight("token_embd.weight", (vocab, EMBED))
+    weight("token_embd.weight", (vocab, embed))
     norm("output_norm.weight")
-    weight("output.weight", (vocab, EMBED))
-    kv = KV_HEADS * HEAD_SIZE
-    for b in range(BLOCKS):
+    weight("output.weight", (vocab, embed))
+    kv = kv_heads * head_size
+    for b in range(blocks):
         p = f"blk.{b}."
         norm(p + "attn_norm.weight")
-        weight(p + "attn_q.weight", (EMBED, EMBED))
-        weight(p + "attn_k.weight", (kv, EMBED))
-        weight(p + "attn_v.weight", (kv, EMBED))
-        weight(p + "attn_output.weight", (EMBED, EMBED))
+        weight(p + "attn_q.weight", (embed, embed))
+        weight(p + "attn_k.weight", (kv, embed))
+        weight(p + "attn_v.weight", (kv, embed))
+        weight(p + "attn_output.weight", (embed, embed))
         norm(p + "ffn_norm.weight")
-        weight(p + "ffn_gate.weight", (FF, EMBED))
-        weight(p + "ffn_up.weight", (FF, EMBED))
-        weight(p + "ffn_down.weight", (EMBED, FF))
+        weight(p + "ffn_gate.weight", (ff, embed))
+        weight(p + "ffn_up.weight", (ff, embed))
+        weight(p + "ffn_down.weight", (embed, ff))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
