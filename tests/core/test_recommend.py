@@ -237,3 +237,11 @@ def test_to_dict_shape() -> None:
                 "experimental"} <= set(c)
     assert {"variant", "why_not"} <= set(d["rejected"][0])
     json.dumps(d)
+
+
+def test_real_h100_machine_is_official() -> None:
+    """The report our probe made on the lent H100 machine (real NVML): nothing to unlock there."""
+    report = report_from_sources(str(FIXTURES / "hwdata" / "device-h100" / "probe-report-h100.json"), None)
+    rec = recommend(report)
+    assert rec.official_supported and rec.recommended is None and rec.candidates == ()
+    assert rec.rejection("cuda").why_not.endswith("official CUDA packs already support this GPU")  # type: ignore[union-attr]

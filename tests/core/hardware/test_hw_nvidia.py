@@ -147,3 +147,27 @@ def test_nvml_values() -> None:
     assert (g.name, g.compute_capability, g.driver_version, g.cuda_driver_version, g.source) == (
         "Tesla K80", "3.7", "470.256.02", "11.4", "nvml")
     assert calls[-1] == "shutdown"
+
+
+H100 = FIXTURES / "hwdata" / "device-h100"
+
+
+def test_real_nvml_and_nvidia_smi_agree_on_h100() -> None:
+    """Recorded on the lent H100: the three nvidia-smi outputs parse to what the real NVML returned there."""
+    from app.core.hardware.probe import report_from_sources
+
+    report = report_from_sources(str(H100 / "probe-report-h100.json"), None)
+    (nvml_gpu,) = report.nvidia_gpus
+    assert nvml_gpu.source == "nvml" and nvml_gpu.compute_capability == "9.0"
+    assert report.cpu is not None and report.cpu.microarchitecture == "emeraldrapids" and "AMX_TILE" in report.cpu.isa
+    csv_text = (H100 / "nvidia-smi-query-gpu-h100.csv").read_text(encoding="utf-8")
+    parsed = [
+        parse_smi_csv(csv_text, SMI_QUERY_FIELDS, cuda_driver_version="13.0"),
+        parse_smi_table((H100 / "nvidia-smi-h100-580.159.04.txt").read_text(encoding="utf-8")),
+        parse_smi_q((H100 / "nvidia-smi-q-h100-580.159.04.txt").read_text(encoding="utf-8")),
+    ]
+    for (g,) in parsed:
+        assert (g.name, g.compute_capability, g.driver_version, g.cuda_driver_version, g.memory_total_bytes) == (
+            nvml_gpu.name, nvml_gpu.compute_capability, nvml_gpu.driver_version, nvml_gpu.cuda_driver_version,
+            nvml_gpu.memory_total_bytes)
+    assert cc_from_name(nvml_gpu.name) == "9.0"
