@@ -162,6 +162,33 @@ class Journal:
             ) from None
         return data if isinstance(data, dict) else None
 
+    def _rel(self, p: str) -> str:
+        """Paths inside the home are journaled relative to it, so a moved or copied home recovers in place."""
+        if not p:
+            return p
+        path = Path(p)
+        return path.relative_to(self.home_path).as_posix() if path.is_relative_to(self.home_path) else p
+
+    def _abs(self, p: str) -> str:
+        return p if not p or Path(p).is_absolute() else str(self.home_path / p)
+
+    def _ops(self, state: dict[str, Any]) -> list[Op]:
+        try:
+            return [
+                Op(
+                    str(o["kind"]),
+                    self._abs(o.get("src", "")),
+                    self._abs(o.get("dst", "")),
+                    self._abs(o.get("orig", "")),
+                )
+                for o in state.get("ops", [])
+            ]
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise JournalError(
+                f"the journal {self.path} is not one lms-unlocked can read ({exc})",
+                hint=f"inspect {self.dir} by hand; backups are under {self.dir / 'backups'}",
+            ) from None
+
     def _write(self, data: dict[str, Any]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(self.path, json.dumps(data, indent=2, ensure_ascii=False).encode("utf-8"))
@@ -172,9 +199,9 @@ class Journal:
             "txid": tx.txid,
             "kind": tx.kind,
             "summary": tx.summary,
-            "ops": [o.to_dict() for o in tx.ops],
+            "ops": [{k: self._rel(v) if k != "kind" else v for k, v in o.to_dict().items()} for o in tx.ops],
             "commit": tx.commit,
-            "cleanup": list(tx.cleanup),
+            "cleanup": [self._rel(c) for c in tx.cleanup],
             "done": 0,
             "pid": os.getpid(),
         }
@@ -206,16 +233,19 @@ class Journal:
         os.unlink(self.path)
         fault_point(f"{state.get('kind')}:finished")
         for p in state.get("cleanup", []):
-            shutil.rmtree(p, ignore_errors=True)
+            shutil.rmtree(self._abs(str(p)), ignore_errors=True)
 
     def recover(self) -> str:
         """Finish or undo a transaction left by a killed process. Returns what was done ("" if nothing)."""
         state = self.pending()
         if state is None:
             return ""
-        ops = [Op(**o) for o in state.get("ops", [])]
-        done = int(state.get("done", 0))
-        commit = int(state.get("commit", len(ops)))
+        ops = self._ops(state)
+        try:
+            done = int(state.get("done", 0))
+            commit = int(state.get("commit", len(ops)))
+        except (TypeError, ValueError):
+            raise JournalError(f"the journal {self.path} is damaged", hint=f"inspect {self.dir} by hand") from None
         if done >= commit:
             for op in ops[done:]:
                 _do(op)
@@ -227,7 +257,7 @@ class Journal:
             _undo(op)
         os.unlink(self.path)
         for p in state.get("cleanup", []):
-            shutil.rmtree(p, ignore_errors=True)
+            shutil.rmtree(self._abs(str(p)), ignore_errors=True)
         return f"rolled back the interrupted {state.get('kind')} {state.get('txid')} ({state.get('summary')})"
 
 

@@ -506,3 +506,33 @@ def test_selection_follows_a_replaced_selected_version(tmp_path: Path) -> None:
     assert plan.select and any("selection moves" in w for w in plan.warnings)
     execute_install(plan, provenance={}, **NONE_RUNNING)
     assert selected_for(resolve_home(home)).ident == f"{OURS}@2.14.1"
+
+
+def test_pending_journal_recovers_in_a_moved_home(tmp_path: Path, fault_homes: dict[str, Path]) -> None:
+    """A home copied elsewhere with a journal pending recovers in the copy and never touches the original."""
+    from app.core.lmstudio.install import recover
+
+    original = tmp_path / "original"
+    shutil.copytree(fault_homes["home"], original, symlinks=True)
+    old = _strip_marker(_visible(original))
+    assert _run_driver("install", original, str(fault_homes["v2"]), "install:op0:recorded") == -9
+    assert '"/' not in (original / STATE_DIR_NAME / "journal.json").read_text().split('"ops"')[1].split('"commit"')[0]
+    moved = tmp_path / "moved to another disk"
+    shutil.copytree(original, moved, symlinks=True)
+    frozen = tree_hashes(original)
+    assert recover(moved)
+    assert tree_hashes(original) == frozen  # the original (still half-changed) is left alone
+    assert _strip_marker(_visible(moved)) == old
+    _clean_state(moved)
+
+
+def test_damaged_journal_is_a_clear_error(tmp_path: Path) -> None:
+    from app.core.lmstudio.install import recover
+    from app.core.lmstudio.journal import JournalError
+
+    home = make_home(tmp_path)
+    (home / STATE_DIR_NAME).mkdir()
+    (home / STATE_DIR_NAME / "journal.json").write_text(json.dumps({"ops": [{"src": "x"}], "done": 0, "commit": 1}))
+    with pytest.raises(JournalError) as ei:
+        recover(home)
+    assert "inspect" in ei.value.hint
