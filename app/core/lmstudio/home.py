@@ -103,7 +103,8 @@ def resolve_home(override: str | Path | None = None, *, user_home: Path | None =
     pointer = base / POINTER_FILE_NAME
     if pointer.is_file():
         try:
-            text = pointer.read_text(encoding="utf-8").strip()
+            # JavaScript's trim() (what LM Studio uses) also removes U+FEFF, e.g. a BOM left by Notepad
+            text = pointer.read_text(encoding="utf-8").strip().strip("\ufeff").strip()
         except (OSError, UnicodeDecodeError) as exc:
             return LmsHome(pointer, "pointer", False, f"cannot read the pointer file {pointer}: {exc}", pointer)
         path = Path(text)

@@ -84,3 +84,11 @@ def test_override_wins_and_reports_missing_backends(tmp_path: Path) -> None:
 def test_override_missing(tmp_path: Path) -> None:
     h = resolve_home(str(tmp_path / "nope"))
     assert not h.exists and "does not exist" in h.problem
+
+
+def test_pointer_with_bom_and_crlf_is_trimmed_like_javascript(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    (target / "extensions" / "backends").mkdir(parents=True)
+    (tmp_path / POINTER_FILE_NAME).write_bytes(b"\xef\xbb\xbf" + str(target).encode() + b"\r\n")
+    h = resolve_home(user_home=tmp_path)
+    assert (h.path, h.problem) == (target, "")
