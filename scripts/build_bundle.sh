@@ -8,7 +8,8 @@
 #                 regular (non-editable) install: what the release workflow does.
 #   --dist DIR    where the bundle goes (default dist/; the bundle is DIR/lms-unlocked/)
 #   --work DIR    PyInstaller's work directory (default build/pyinstaller)
-#   --archive     also pack DIR/lms-unlocked-<version>-<os>-<arch>.zip (Windows) or .tar.gz (elsewhere)
+#   --archive     also pack DIR/lms-unlocked-<version>-<os>-<arch>.zip (Windows) or .tar.gz (elsewhere; the .app
+#                 on macOS)
 # Environment: PYTHON (interpreter for a new venv, default python3), LMS_UNLOCKED_BUNDLE_DEBUG=1 (console +
 # bootloader debug build), LMS_UNLOCKED_BUNDLE_NOPRUNE=1, LMS_UNLOCKED_BUNDLE_FULL_ICU=1 (see installer.spec).
 set -euo pipefail
@@ -22,7 +23,7 @@ while (($#)); do
     --archive) ARCHIVE=1 ;;
     --dist) DIST=$2; shift ;;
     --work) WORK=$2; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "build_bundle.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -49,12 +50,24 @@ else
 fi
 
 echo ">> pyinstaller ($("$VPY" -m PyInstaller --version)) -> $DIST/lms-unlocked"
-"$VPY" -m PyInstaller --noconfirm --clean --log-level WARN --distpath "$DIST" --workpath "$WORK" "$ROOT/installer.spec"
+CLEAN_CACHE=(); ((CLEAN)) && CLEAN_CACHE=(--clean)  # a release build also empties PyInstaller's cache
+"$VPY" -m PyInstaller --noconfirm "${CLEAN_CACHE[@]}" --log-level WARN --distpath "$DIST" --workpath "$WORK" "$ROOT/installer.spec"
 
 BUNDLE="$DIST/lms-unlocked"
 EXE="$BUNDLE/lms-unlocked"
 [ -f "$BUNDLE/lms-unlocked-cli.exe" ] && EXE="$BUNDLE/lms-unlocked-cli.exe"  # Windows: the console twin
 echo ">> $("$EXE" --version)  ($(du -sh "$BUNDLE" | cut -f1) in $BUNDLE)"
+# The frozen program checks itself: every app.* module imports, data files are where app.core.paths looks
+# (scripts/bundle_entry.py), then the wizard opens on Qt's offscreen platform and quits after its first window.
+mkdir -p "$WORK"
+if ! LMS_UNLOCKED_BUNDLE_SELFTEST="$WORK/selftest.json" QT_QPA_PLATFORM=offscreen "$BUNDLE/lms-unlocked"; then
+  cat "$WORK/selftest.json" >&2 || true
+  echo "build_bundle.sh: the frozen self-test failed (a module did not import; see above)" >&2
+  exit 1
+fi
+QT_QPA_PLATFORM=offscreen LMS_UNLOCKED_SMOKE_EXIT_MS=0 "$BUNDLE/lms-unlocked" \
+  || { echo "build_bundle.sh: the frozen wizard did not open and close cleanly" >&2; exit 1; }
+echo ">> frozen self-test and wizard smoke passed"
 
 if ((ARCHIVE)); then
   "$VPY" - "$DIST" <<'EOF'
@@ -68,6 +81,7 @@ system = {"win32": "windows", "darwin": "macos"}.get(sys.platform, sys.platform)
 machine = platform.machine().lower().replace("amd64", "x86_64")
 base = dist / f"lms-unlocked-{app.__version__}-{system}-{machine}"
 fmt = "zip" if sys.platform == "win32" else "gztar"
-print(">> archive", shutil.make_archive(str(base), fmt, root_dir=dist, base_dir="lms-unlocked"))
+what = "LM Studio Unlocked.app" if (dist / "LM Studio Unlocked.app").is_dir() else "lms-unlocked"  # macOS: the .app
+print(">> archive", shutil.make_archive(str(base), fmt, root_dir=dist, base_dir=what))
 EOF
 fi

@@ -1,0 +1,151 @@
+"""The GitHub Actions workflows cannot run here: check their syntax, structure, and that every command they run
+exists and parses with the real CLI parser (so a renamed flag breaks this test, not a release)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from typing import Any
+
+import pytest
+import yaml
+
+from app.cli import build_parser
+from tests.conftest import REPO
+
+WORKFLOWS = REPO / ".github" / "workflows"
+EXPR = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
+
+
+def load(name: str) -> dict[str, Any]:
+    doc = yaml.safe_load((WORKFLOWS / name).read_text(encoding="utf-8"))
+    assert isinstance(doc, dict)
+    # YAML 1.1 reads the key `on` as True.
+    doc["on"] = doc.pop(True, doc.get("on"))
+    return doc
+
+
+def all_workflows() -> list[str]:
+    return sorted(p.name for p in WORKFLOWS.glob("*.yml"))
+
+
+def steps(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [(job, step) for job, spec in doc["jobs"].items() for step in spec["steps"]]
+
+
+def matrix_rows(job: dict[str, Any]) -> list[dict[str, Any]]:
+    m = job.get("strategy", {}).get("matrix", {})
+    axes = {k: v for k, v in m.items() if k not in ("include", "exclude")}
+    rows: list[dict[str, Any]] = [{}]
+    for key, values in axes.items():
+        rows = [{**r, key: v} for r in rows for v in values]
+    if m.get("include"):
+        rows = [r for r in rows if r] + list(m["include"])
+    return rows
+
+
+def test_the_two_workflows_exist() -> None:
+    assert {"bundle.yml", "backends.yml"} <= set(all_workflows())
+
+
+@pytest.mark.parametrize("name", all_workflows())
+def test_structure(name: str) -> None:
+    doc = load(name)
+    assert isinstance(doc["name"], str) and doc["on"], "a workflow needs a name and triggers"
+    assert doc.get("permissions") == {"contents": "read"}, "least privilege by default; jobs widen it"
+    for job_name, job in doc["jobs"].items():
+        assert "runs-on" in job and job["steps"], job_name
+        for need in [job["needs"]] if isinstance(job.get("needs"), str) else job.get("needs", []):
+            assert need in doc["jobs"], f"{job_name} needs unknown job {need}"
+    for job_name, step in steps(doc):
+        assert ("uses" in step) != ("run" in step), f"{job_name}: a step has exactly one of uses/run: {step}"
+        if "uses" in step:
+            assert re.fullmatch(r"[\w.-]+/[\w.-]+@v\d+(\.\d+)*", step["uses"]), f"pin actions to a version: {step}"
+
+
+@pytest.mark.parametrize("name", all_workflows())
+def test_expressions_name_only_what_exists(name: str) -> None:
+    doc = load(name)
+    for job_name, job in doc["jobs"].items():
+        text = yaml.safe_dump(job)
+        keys = {k for row in matrix_rows(job) for k in row}
+        for expr in EXPR.findall(text):
+            for ref in re.findall(r"\bmatrix\.(\w+)", expr):
+                assert ref in keys, f"{name}:{job_name} uses matrix.{ref}, not in its matrix"
+            for ref in re.findall(r"\bsecrets\.(\w+)", expr):
+                assert ref == "CATALOG_SIGNING_KEY" and job_name == "publish", "the signing key lives in publish only"
+            for ref in re.findall(r"\bneeds\.(\w+)", expr):
+                assert ref in doc["jobs"]
+
+
+@pytest.mark.parametrize("name", all_workflows())
+def test_scripts_they_call_exist(name: str) -> None:
+    for _job, step in steps(load(name)):
+        for script in re.findall(r"\bbash\s+(scripts/\S+)", step.get("run", "")):
+            assert (REPO / script).is_file(), script
+
+
+def test_bundle_matrix_builds_on_three_systems_with_the_test_suites_script() -> None:
+    doc = load("bundle.yml")
+    oses = {row["os"].split("-")[0] for row in matrix_rows(doc["jobs"]["build"])}
+    assert oses == {"ubuntu", "windows", "macos"}
+    runs = [s.get("run", "") for _j, s in steps(doc)]
+    assert any("bash scripts/build_bundle.sh --clean-venv --archive" in r for r in runs)
+    # The local test suite builds the bundle through the very same script.
+    assert "scripts/build_bundle.sh" in (REPO / "tests" / "test_bundle.py").read_text(encoding="utf-8")
+
+
+def _cli_invocations(doc: dict[str, Any]) -> list[tuple[dict[str, Any], list[str]]]:
+    """Every `lms-unlocked ...` command, once per matrix row, with ${{ matrix.* }} filled in."""
+    out = []
+    for job in doc["jobs"].values():
+        for step in job["steps"]:
+            text = " ".join(step.get("run", "").replace("\\\n", " ").split("\n"))
+            for row in matrix_rows(job) or [{}]:
+                filled = EXPR.sub(lambda m, row=row: str(row.get(m.group(1).removeprefix("matrix."), "X")), text)
+                for cmd in re.findall(r"lms-unlocked\s+([^;|&]+)", filled):
+                    argv = [a.replace("$", "") for a in shlex.split(cmd.replace('"', ""))]
+                    argv = [a for a in argv if a not in ("done",)]
+                    out.append((row, argv))
+    return out
+
+
+def test_backend_commands_parse_with_the_real_cli() -> None:
+    doc = load("backends.yml")
+    invocations = _cli_invocations(doc)
+    commands = {argv[0] for _row, argv in invocations}
+    assert {"build", "publish"} <= commands
+    parser = build_parser()
+    for _row, argv in invocations:
+        args = parser.parse_args(argv)  # SystemExit (a failed test) on an unknown flag or command
+        assert args.command == argv[0]
+        if argv[0] == "build":
+            assert args.generic and args.template_dir and args.json, "release builds use generic flags"
+        if argv[0] == "publish":
+            assert args.key and args.out, "the catalog is always signed"
+
+
+def test_backend_matrix_covers_every_variant_on_windows_and_linux() -> None:
+    variants = json.loads((REPO / "app" / "data" / "variants.json").read_text(encoding="utf-8"))["variants"]
+    rows = matrix_rows(load("backends.yml")["jobs"]["build"])
+    for row in rows:
+        assert row["variant"] in {v["id"] for v in variants}, row
+        platform = "linux" if row["os"].startswith("ubuntu") else "win"
+        assert row["template"].startswith(f"llama.cpp-{platform}-x86_64-"), row
+        assert re.fullmatch(r"\d+\.\d+\.\d+", row["version"]), row
+        # The template is the official pack of the same framework: the variant keeps its .node bindings.
+        family = {"vulkan": "-vulkan-avx2", "cuda": "-nvidia-cuda"}.get(
+            next((v.get("gpu_framework") for v in variants if v["id"] == row["variant"]), None) or "", "-x86_64-avx2")
+        assert family in row["template"], row
+    for platform, runner in (("linux", "ubuntu"), ("win", "windows")):
+        wanted = {v["id"] for v in variants if platform in v["requires"].get("platforms", [platform])}
+        assert {r["variant"] for r in rows if r["os"].startswith(runner)} == wanted, platform
+
+
+def test_templates_are_only_used_pinned() -> None:
+    doc = load("backends.yml")
+    fetch = next(s["run"] for _j, s in steps(doc) if "extensions.lmstudio.ai" in s.get("run", ""))
+    assert "sha256sum -c" in fetch and ".github/backend-templates.sha256" in fetch
+    pins = (REPO / ".github" / "backend-templates.sha256").read_text(encoding="utf-8").splitlines()
+    assert all(line.startswith("#") or re.fullmatch(r"[0-9a-f]{64}  backend-\S+\.tar\.gz", line) for line in pins)
