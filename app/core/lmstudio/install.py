@@ -192,6 +192,15 @@ def validate_backend_folder(folder: Path, home: LmsHome | Path | str) -> Validat
     bdir = Path(os.path.realpath(h.backends_dir)) if h.backends_dir.exists() else None
     if bdir is not None and real.is_relative_to(bdir):
         problems.append(f"{folder} is already inside {h.backends_dir}; install from a folder outside it")
+    need = _folder_size(folder)
+    try:
+        free = shutil.disk_usage(h.path).free if h.path.exists() else None
+    except OSError:
+        free = None
+    if free is not None and free < need + 16 * 1024 * 1024:
+        problems.append(
+            f"not enough free space in {h.path}: the staged copy needs {need / 1e6:.0f} MB, {free / 1e6:.0f} MB free"
+        )
     for pkg in info.vendor_packages:
         if not (h.backends_dir / "vendor" / pkg).is_dir():
             warnings.append(
@@ -199,6 +208,16 @@ def validate_backend_folder(folder: Path, home: LmsHome | Path | str) -> Validat
                 "once so it brings the package"
             )
     return Validation(info, tuple(problems), tuple(warnings))
+
+
+def _folder_size(folder: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(folder):
+        for n in files:
+            p = Path(dirpath) / n
+            if not p.is_symlink():
+                total += p.stat().st_size
+    return total
 
 
 # ---------------------------------------------------------------------------------------------- install

@@ -536,3 +536,15 @@ def test_damaged_journal_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(JournalError) as ei:
         recover(home)
     assert "inspect" in ei.value.hint
+
+
+def test_not_enough_free_space_is_a_validation_problem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stands in for a full disk (we cannot fill this shared machine's disk): disk_usage reports 1 MB free."""
+    import app.core.lmstudio.install as inst
+
+    home = make_home(tmp_path)
+    src = prepare_our_backend(tmp_path)
+    monkeypatch.setattr(inst.shutil, "disk_usage", lambda _p: shutil._ntuple_diskusage(10**9, 10**9 - 10**6, 10**6))  # type: ignore[attr-defined]
+    with pytest.raises(InvalidBackendFolder) as ei:
+        plan_install(home, src, **NONE_RUNNING)
+    assert "not enough free space" in ei.value.details
