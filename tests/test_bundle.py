@@ -261,3 +261,41 @@ def test_wizard_opens_on_a_real_x_server(bundle: Path, env: dict[str, str], xvfb
     x_env = {**env, "DISPLAY": xvfb_display, "QT_QPA_PLATFORM": "xcb"}
     x_env.pop("WAYLAND_DISPLAY", None)
     _assert_clean_wizard_run(*_run_wizard(bundle, x_env))
+
+
+# Calls that predate this check, reported to their owners (docs in /tmp/notes/7.md): remove an entry once fixed.
+KNOWN_BARE_SUBPROCESS_CALLS = {
+    "app/core/build/patches.py:_run",
+    "app/core/build/package.py:ensure_origin_runpath",
+    "app/core/build/prereq.py:_run",
+    "app/core/hardware/nvidia.py:_run",
+}
+
+
+def _bare_subprocess_calls() -> set[str]:
+    """subprocess.run/Popen/... in app/ without stdin set or without the no-console flags (popen_platform_kwargs or
+    creationflags): in the windowed Windows bundle such a child flashes a console window / gets no valid stdin."""
+    import ast
+
+    found = set()
+    for f in sorted((REPO / "app").rglob("*.py")):
+        tree = ast.parse(f.read_text(encoding="utf-8"))
+        scopes = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "subprocess"
+                    and node.func.attr in ("run", "Popen", "call", "check_call", "check_output")):
+                continue
+            kw = {k.arg for k in node.keywords}
+            splat = any(k.arg is None for k in node.keywords)  # **popen_platform_kwargs()
+            if "stdin" in kw and ("creationflags" in kw or splat):
+                continue
+            scope = min((s for s in scopes if s.lineno <= node.lineno <= (s.end_lineno or s.lineno)),
+                        key=lambda s: (s.end_lineno or s.lineno) - s.lineno, default=None)
+            found.add(f"{f.relative_to(REPO).as_posix()}:{scope.name if scope else node.lineno}")
+    return found
+
+
+def test_child_processes_get_no_console_window_and_all_three_streams() -> None:
+    new = _bare_subprocess_calls() - KNOWN_BARE_SUBPROCESS_CALLS
+    assert not new, (f"pass stdin=subprocess.DEVNULL and **popen_platform_kwargs() (app.core.runner) to: {sorted(new)}")
