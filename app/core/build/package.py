@@ -83,7 +83,11 @@ def replacement_map(bin_dir: Path, template_dir: Path, targets: Iterable[str], p
             raise PackageError(f"The build has no {names[0]}.", context=str(bin_dir), hint="Re-run the build.")
         tmpl_rel = None
         for n in names:
-            hits = sorted(p for p in template_dir.rglob(n) if p.is_file() or p.is_symlink())
+            # Top level first (a 2.x server sub-folder may hold its own copy of the library).
+            hits = sorted(
+                (p for p in template_dir.rglob(n) if p.is_file() or p.is_symlink()),
+                key=lambda p: (len(p.relative_to(template_dir).parts), str(p)),
+            )
             if hits:
                 tmpl_rel = hits[0].relative_to(template_dir).as_posix()
                 break
