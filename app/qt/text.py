@@ -111,8 +111,9 @@ def gpu_lines(report: HardwareReport) -> list[str]:
 def vulkan_line(d: VulkanDevice) -> str:
     mem = f", {format_size(d.device_local_memory_bytes)}" if d.device_local_memory_bytes else ""
     verdict = "useful" if d.useful else "not useful"
-    note = f": {d.note}" if d.note else ""
-    return f"{d.name} (Vulkan {d.api_version}, {d.device_type}{mem}) — {verdict}{note}"
+    if d.note:
+        verdict = d.note if d.note.lower().startswith(("useful", "not useful")) else f"{verdict}: {d.note}"
+    return f"{d.name} (Vulkan {d.api_version}, {d.device_type}{mem}) — {verdict}"
 
 
 def report_details(report: HardwareReport) -> str:

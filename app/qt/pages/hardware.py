@@ -27,9 +27,10 @@ from app.qt.worker import JobContext
 
 def probe_job(report_file: Path | None) -> Any:
     def job(_ctx: JobContext) -> HardwareReport:
-        if report_file is not None:
-            return HardwareReport.from_json(report_file.read_text(encoding="utf-8"))
-        report: HardwareReport = core("app.core.hardware.probe").probe_hardware()
+        probe = core("app.core.hardware.probe")
+        report: HardwareReport = (
+            probe.load_report_file(report_file) if report_file is not None else probe.probe_hardware()
+        )
         return report
 
     return job
