@@ -35,12 +35,14 @@ class Method(Enum):
     BUILD = "build"  # llama.cpp from source
 
 
-# The stages the Work page lists, per method. The labels are the `Progress.label` values the
-# GUI's job emits, so the stage list and the progress bar speak the same words.
+# The stages the Work page lists, per method, in the order the core does them. The labels are the
+# `Progress.label` values the GUI's job emits, so the stage list and the progress bar speak the same
+# words. (The source stage includes applying patches; a download is audited and smoke-tested once
+# installed, because the core's obtain step installs right after extracting.)
 STAGES: dict[Method, tuple[str, ...]] = {
-    Method.PATCH: ("template", "patch manifest", "audit", "install"),
-    Method.DOWNLOAD: ("download", "verify", "extract", "audit", "smoke test", "install"),
-    Method.BUILD: ("source", "patches", "configure", "build", "package", "audit", "smoke test", "install"),
+    Method.PATCH: ("audit", "clone and install"),
+    Method.DOWNLOAD: ("download", "verify, extract and install", "audit", "smoke test"),
+    Method.BUILD: ("source", "configure", "build", "package", "audit", "smoke test", "install"),
 }
 
 

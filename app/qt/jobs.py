@@ -6,15 +6,17 @@ so the stage list, the progress bar and the ETA come from one stream.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from app.core.errors import UnlockedError
 from app.core.flow import Method
 from app.core.runner import ProcessPlan, Progress, run_process
-from app.qt.state import CoreMissing, core
+from app.qt.state import core
 from app.qt.worker import Job, JobContext
 
 
@@ -120,21 +122,245 @@ def method_options(state: Any, config: Any) -> list[MethodOption]:
     ]
 
 
+def _framework(candidate: Any) -> str:
+    fw = str(getattr(candidate, "gpu_framework", "") or "")
+    return "" if fw in ("", "none", "cpu") else fw
+
+
 def _patch_option(state: Any, config: Any) -> MethodOption:
-    core("app.core.patchonly")
-    raise CoreMissing("The patch-only core is not wired into the wizard yet.")
+    patchonly = core("app.core.patchonly")
+    plans = patchonly.find_patch_candidates(state.home, state.report, frameworks=(_framework(state.candidate),))
+    if not plans:
+        raise UnlockedError("No official LM Studio backend of this kind is installed to patch.")
+    plan = plans[0]  # safe plans come first
+    safe = not plan.refusals
+    note = f"Clones {plan.template.ident}; its binaries were audited against this processor."
+    if not safe:
+        note = "Refused: " + "; ".join(plan.refusals)
+    return MethodOption(Method.PATCH, METHOD_TITLES[Method.PATCH], available=safe, safe=safe, time_seconds=10,
+                        download_bytes=0, note=note, detail=plan)
+
+
+ASSUMED_DOWNLOAD_RATE = 5 * 2**20  # bytes/s, for the time estimate only (said so on the page)
 
 
 def _download_option(state: Any, config: Any) -> MethodOption:
-    core("app.core.fetch.catalog")
-    raise CoreMissing("The catalog core is not wired into the wizard yet.")
+    obtain = core("app.core.fetch.obtain")
+    variant = getattr(state.candidate, "variant", "")
+    probe = obtain.plan_from_catalog(config.catalog_url, home=state.home, report=state.report)
+    fits = [m for m in probe.matches if m.offered and m.entry.variant == variant]
+    if not fits:
+        why = next(("; ".join(m.reasons) for m in probe.matches if m.entry.variant == variant), "")
+        raise UnlockedError(f"The catalog has no prebuilt {variant} pack for this computer"
+                            + (f" ({why})." if why else "."))
+    plan = obtain.plan_from_catalog(config.catalog_url, home=state.home, report=state.report,
+                                    entry_ident=fits[0].entry.ident)
+    size = plan.size
+    t = (size / ASSUMED_DOWNLOAD_RATE + 15) if size else None
+    signed = plan.catalog.signed_by if plan.catalog is not None else ""
+    note = f"{plan.entry.ident} from {plan.catalog.source if plan.catalog else plan.source}"
+    note += f", signature checked (key {signed})" if signed else ", UNSIGNED catalog"
+    note += "; time assumes 5 MB/s"
+    return MethodOption(Method.DOWNLOAD, METHOD_TITLES[Method.DOWNLOAD], available=True, safe=True,
+                        time_seconds=t, download_bytes=size, note=note, detail=plan)
+
+
+def build_template(state: Any) -> Any:
+    """The official backend the build is packaged into (same OS/arch and GPU framework, newest first)."""
+    backends = core("app.core.lmstudio.backends")
+    fw = _framework(state.candidate)
+    report = state.report
+    platform = report.os.platform if report is not None and report.os is not None else ""
+    found = [
+        b for b in backends.list_backends(state.home)
+        if b.valid and not b.ours and b.name.startswith("llama.cpp-") and b.gpu_framework.lower() == fw
+        and (not platform or b.platform == platform)
+    ]
+    if not found:
+        kind = f"{fw} " if fw else "CPU "
+        raise UnlockedError(f"No official {kind}backend of LM Studio is installed to build into.",
+                            hint="Start LM Studio once and let it download its runtimes, then run the wizard again.")
+    found.sort(key=lambda b: tuple(int(x) for x in b.version.split(".") if x.isdigit()), reverse=True)
+    return found[0]
 
 
 def _build_option(state: Any, config: Any) -> MethodOption:
-    core("app.core.build.plan")
-    raise CoreMissing("The build core is not wired into the wizard yet.")
+    pipeline = core("app.core.build.pipeline")
+    template = build_template(state)
+    job = pipeline.prepare_job(template=template, variant=state.candidate.variant, report=state.report, fetch=False)
+    prereqs = tuple(Prereq(m.what, False, m.how) for m in job.prereq.missing)
+    found = tuple(Prereq(name, True) for name in _found_tools(job.prereq))
+    fetched = "(not yet fetched)" not in str(job.source.root)
+    cores = os.cpu_count() or 2
+    factor = {"vulkan": 1.5, "cuda": 4.0}.get(job.plan.framework, 1.0)
+    t = 2400 * factor / min(cores, 16) * 2 + 60  # measured order: ~20 min for the CPU libs on 2 cores
+    note = f"Packaged into a copy of {template.ident} (llama.cpp {job.tag or job.commit or '?'})"
+    if prereqs:
+        note += ". Install what is missing, then run the wizard again."
+    return MethodOption(Method.BUILD, METHOD_TITLES[Method.BUILD], available=not prereqs, safe=True,
+                        time_seconds=t, download_bytes=None if not fetched else 0,
+                        prereqs=found + prereqs, note=note, detail=job)
+
+
+def _found_tools(prereq: Any) -> list[str]:
+    tools = getattr(prereq, "tools", None)
+    names = []
+    for attr in ("cmake", "ninja", "cc", "cxx", "glslc", "vulkan_headers", "nvcc", "ccache"):
+        if tools is not None and getattr(tools, attr, None):
+            names.append(attr)
+    return names
+
+
+# --- the install job per method -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    summary: str
+
+
+@dataclass(frozen=True)
+class InstallOutcome:
+    ident: str
+    folder: Path
+    checks: tuple[Check, ...] = ()
+    warnings: tuple[str, ...] = ()
 
 
 def install_job(state: Any, config: Any) -> Job:
-    """The real job for the chosen method."""
-    raise CoreMissing(f"Installing with method {state.method} is not wired into the wizard yet.")
+    """The real job for the chosen method; the plans were made on the Method page."""
+    opt = next((o for o in state.method_options if o.method is state.method and o.available), None)
+    if opt is None:
+        raise UnlockedError(f"The method {state.method} is not available here.")
+    report = state.report
+    if state.method is Method.PATCH:
+        return lambda ctx: _patch_job(ctx, opt.detail)
+    if state.method is Method.DOWNLOAD:
+        return lambda ctx: _download_job(ctx, opt.detail, report)
+    return lambda ctx: _build_job(ctx, opt.detail, state.home)
+
+
+def _patch_job(ctx: JobContext, plan: Any) -> InstallOutcome:
+    patchonly = core("app.core.patchonly")
+    step(ctx, "audit", lambda: None)  # the audit ran when the plan was made; its evidence is in the plan
+    audit = Check("ISA audit", not plan.violations,
+                  "nothing in the official binaries needs an instruction this processor lacks"
+                  if not plan.violations else "; ".join(v.describe() for v in plan.violations))
+    for line in plan.describe():
+        ctx.on_line(line)
+    result = step(ctx, "clone and install", lambda: patchonly.execute_patch(plan))
+    return InstallOutcome(result.ident, result.dest, (audit,))
+
+
+def _download_job(ctx: JobContext, plan: Any, report: Any) -> InstallOutcome:
+    obtain = core("app.core.fetch.obtain")
+    for line in plan.describe():
+        ctx.on_line(line)
+    stage_start(ctx, "download")
+    t0 = time.monotonic()
+    state = {"announced": False}
+
+    def progress(p: Any) -> None:
+        total = p.total or 0
+        ctx.on_progress(Progress("download", p.done, total, time.monotonic() - t0, p.eta))
+        if total and p.done >= total and not state["announced"]:
+            state["announced"] = True
+            stage_start(ctx, "verify, extract and install")
+
+    res = obtain.execute_obtain(plan, progress=progress, cancel=ctx.cancel)
+    if not state["announced"]:
+        stage_start(ctx, "verify, extract and install")
+    ctx.on_line(f"installed {res.install.ident} into {res.install.dest}")
+    checks = [step(ctx, "audit", lambda: audit_check(res.install.dest, report))]
+    checks.append(step(ctx, "smoke test", lambda: smoke_check(ctx, res.install.dest)))
+    return InstallOutcome(res.install.ident, res.install.dest, tuple(checks), tuple(plan.warnings))
+
+
+def audit_check(folder: Path, report: Any) -> Check:
+    audit = core("app.core.build.audit")
+    fa = audit.audit_folder(folder)
+    isa = list(report.cpu.isa) if report is not None and report.cpu is not None else []
+    bad = audit.audit_violations(fa, isa)
+    if bad:
+        return Check("ISA audit", False, "; ".join(v.describe() for v in bad))
+    return Check("ISA audit", True, f"{len(fa.binaries)} binaries checked: nothing needs an instruction this "
+                 "processor lacks")
+
+
+def smoke_check(ctx: JobContext, folder: Path) -> Check:
+    """Run the installed pack's own server with the tiny model, when it has one."""
+    backends = core("app.core.lmstudio.backends")
+    smoke = core("app.core.build.smoke")
+    tiny = core("app.core.build.tinymodel")
+    info = backends.read_backend(folder)
+    server = folder / (info.server_relpath or "llama-server")
+    if not server.is_file():
+        return Check("Smoke test", True, "not run: this pack has no program of its own to start "
+                     "(LM Studio loads its libraries directly)")
+    fw = info.gpu_framework.lower() or "cpu"
+    plan = smoke.plan_smoke(folder, tiny.shipped_model(), framework=fw, kind="server", program=server.name)
+    r = smoke.run_smoke(plan, cancel=ctx.cancel)
+    for line in r.log_tail:
+        ctx.on_line(line)
+    return Check("Smoke test", r.ok, f"{r.tokens} tokens in {r.seconds:.1f} s" + (f" — {r.reason}" if r.reason else ""))
+
+
+BUILD_STEP_STAGE = {
+    "build": "configure",
+    "mapping libraries": "package",
+    "cloning template": "package",
+    "run paths and exec bits": "package",
+    "ABI guard": "audit",
+    "ISA audit": "audit",
+    "provenance": "audit",
+    "smoke test": "smoke test",
+}
+
+
+def _build_job(ctx: JobContext, job: Any, home: Any) -> InstallOutcome:
+    pipeline = core("app.core.build.pipeline")
+    inst = core("app.core.lmstudio.install")
+    prov = core("app.core.lmstudio.provenance")
+    stage_start(ctx, "source")
+    t0 = time.monotonic()
+
+    def src_progress(p: Any) -> None:
+        ctx.on_progress(Progress("source", p.done, p.total or 0, time.monotonic() - t0, p.eta))
+
+    job = pipeline.prepare_job(template=job.template, variant=job.plan.variant, report=job.report,
+                               progress=src_progress, cancel=ctx.cancel)
+    current = {"stage": "source"}
+
+    def on_step(name: str) -> None:
+        ctx.on_line(f"== {name}")
+        stage = BUILD_STEP_STAGE.get(name, current["stage"])
+        if stage != current["stage"]:
+            current["stage"] = stage
+            stage_start(ctx, stage)
+
+    def on_progress(p: Progress) -> None:
+        if current["stage"] != "build":
+            current["stage"] = "build"
+        ctx.on_progress(Progress("build", p.done, p.total, p.elapsed, p.eta_seconds))
+
+    res = pipeline.run_job(job, on_line=ctx.on_line, on_progress=on_progress, on_step=on_step, cancel=ctx.cancel)
+    pkg = res.package
+    checks = [
+        Check("ISA audit", not pkg.violations, "; ".join(v.describe() for v in pkg.violations)
+              or "nothing needs an instruction this processor lacks"),
+        Check("ABI guard", not pkg.abi_missing, f"{len(pkg.abi_missing)} symbols LM Studio's files need are missing"
+              if pkg.abi_missing else "every symbol LM Studio's own files need is exported"),
+    ]
+    if res.smoke is not None:
+        checks.append(Check("Smoke test", res.smoke.ok, f"{res.smoke.tokens} tokens in {res.smoke.seconds:.1f} s"))
+
+    def install() -> Any:
+        ip = inst.plan_install(home, pkg.folder)
+        if ip.blocked:
+            raise UnlockedError(ip.blocked, hint="Quit LM Studio (also from the tray) and press Try again.")
+        return inst.execute_install(ip, provenance=prov.read_provenance(pkg.folder) or {})
+
+    ir = step(ctx, "install", install)
+    return InstallOutcome(ir.ident, ir.dest, tuple(checks), tuple(job.warnings))

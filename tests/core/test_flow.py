@@ -63,11 +63,8 @@ def test_every_page_has_an_answer_and_finish_ends() -> None:
     assert next_page(FlowState(page=PageId.FINISH)) is PageId.END
 
 
-def test_stages_end_with_install_after_audit() -> None:
+def test_every_method_audits_and_build_installs_last() -> None:
     for method in Method:
-        stages = STAGES[method]
-        assert stages[-1] == "install"
-        assert stages.index("audit") < stages.index("install")
-    assert STAGES[Method.BUILD] == (
-        "source", "patches", "configure", "build", "package", "audit", "smoke test", "install",
-    )
+        assert "audit" in STAGES[method]
+        assert len(set(STAGES[method])) == len(STAGES[method])
+    assert STAGES[Method.BUILD] == ("source", "configure", "build", "package", "audit", "smoke test", "install")

@@ -6,8 +6,9 @@ from PySide6.QtCore import Slot
 from PySide6.QtWidgets import QButtonGroup, QRadioButton, QVBoxLayout, QWizard
 
 from app.core.flow import PageId
+from app.qt.errors import show_error
 from app.qt.jobs import MethodOption, cheapest_safe, method_options
-from app.qt.pages.base import FlowPage, card, esc, para
+from app.qt.pages.base import Background, FlowPage, card, esc, para
 from app.qt.text import format_duration, format_size
 
 
@@ -49,13 +50,30 @@ class MethodPage(FlowPage):
         self.group.idToggled.connect(self._on_option_toggled)
         self.radios: list[QRadioButton] = []
         self.options: list[MethodOption] = []
+        self._bg: Background | None = None
 
     def initializePage(self) -> None:
         st = self.wiz().state
         label = getattr(st.candidate, "label", "") or getattr(st.candidate, "variant", "?")
-        self.intro.setText(f"Backend: {label}")
-        self.options = method_options(st, self.wiz().config)
-        st.method_options = list(self.options)
+        self.intro.setText(f"Backend: {label}\nChecking what each way costs (auditing installed packs, reading "
+                           "the catalog, looking for build tools)…")
+        self._clear()
+        self.options = []
+        st.method = None
+        cfg = self.wiz().config
+        self._bg = Background(self, lambda _ctx: method_options(st, cfg), self._on_options_finished,
+                              self._on_options_failed).start()
+        self.completeChanged.emit()
+
+    def busy(self) -> bool:
+        return self._bg is not None and not self._bg.done
+
+    @Slot(object)
+    def _on_options_failed(self, exc: BaseException) -> None:
+        self.intro.setText("The costs could not be worked out.")
+        show_error(self, exc, title="Method")
+
+    def _clear(self) -> None:
         while self.cards.count():
             item = self.cards.takeAt(0)
             w = item.widget() if item is not None else None
@@ -64,6 +82,15 @@ class MethodPage(FlowPage):
         for r in self.radios:
             self.group.removeButton(r)
         self.radios = []
+
+    @Slot(object)
+    def _on_options_finished(self, options: list[MethodOption]) -> None:
+        st = self.wiz().state
+        label = getattr(st.candidate, "label", "") or getattr(st.candidate, "variant", "?")
+        self.intro.setText(f"Backend: {label}")
+        self.options = options
+        st.method_options = list(self.options)
+        self._clear()
         for i, opt in enumerate(self.options):
             radio = QRadioButton(opt.title)
             radio.setEnabled(opt.available)
@@ -72,8 +99,7 @@ class MethodPage(FlowPage):
             self.radios.append(radio)
             self.cards.addWidget(card(radio, para(option_html(opt), rich=True, name=f"Cost of {opt.method.value}")))
         best = cheapest_safe(self.options)
-        keep = st.method if any(o.method is st.method and o.available for o in self.options) else None
-        pick = keep or (best.method if best else None)
+        pick = best.method if best else None
         st.method = pick
         for i, opt in enumerate(self.options):
             if opt.method is pick:

@@ -53,7 +53,6 @@ class RepairPage(FlowPage):
         self.rescan_button.clicked.connect(self._on_rescan_clicked)
         self.fix_button.clicked.connect(self._on_fix_clicked)
         self.findings: list[Any] = []
-        self.before: list[Any] | None = None
         self._bg: Background | None = None
 
     def initializePage(self) -> None:
@@ -68,7 +67,7 @@ class RepairPage(FlowPage):
         home, report = st.home, st.report
 
         def job(_ctx: JobContext) -> Any:
-            return core("app.core.lmstudio.doctor").doctor(home, report=report)
+            return core("app.core.lmstudio.doctor").diagnose(home, report=report)
 
         self.status.setText("Checking…")
         self.fix_button.setEnabled(False)
@@ -76,7 +75,9 @@ class RepairPage(FlowPage):
 
     @Slot(object)
     def _on_doctor_finished(self, result: Any) -> None:
-        findings = list(getattr(result, "findings", result) or ())
+        self.show_findings(list(result))
+
+    def show_findings(self, findings: list[Any]) -> None:
         self.findings = findings
         self.list.clear()
         for f in findings:
@@ -91,9 +92,6 @@ class RepairPage(FlowPage):
             self.list.addItem(item)
         n = len(findings)
         self.status.setText("No problems found." if n == 0 else f"{n} problem{'s' if n != 1 else ''} found:")
-        if self.before is not None:
-            self.before_after.setText(f"Before: {len(self.before)} problem(s). After: {n} problem(s).")
-            self.wiz().state.repair_summary = self.before_after.text()
         self.fix_button.setEnabled(any(getattr(f, "fixable", False) for f in findings))
         self.completeChanged.emit()
 
@@ -118,19 +116,25 @@ class RepairPage(FlowPage):
         if not chosen or self.busy():
             return
         st = self.wiz().state
-        home = st.home
-        self.before = list(self.findings)
+        home, report = st.home, st.report
 
         def job(_ctx: JobContext) -> Any:
-            return core("app.core.lmstudio.doctor").repair(home, chosen)
+            return core("app.core.lmstudio.doctor").repair(home, chosen, report=report)
 
         self.status.setText("Fixing…")
         self.fix_button.setEnabled(False)
         self._bg = Background(self, job, self._on_fix_finished, self._on_job_failed).start()
 
     @Slot(object)
-    def _on_fix_finished(self, _result: Any) -> None:
-        self.run_doctor()
+    def _on_fix_finished(self, outcome: Any) -> None:
+        self.show_findings(list(outcome.after))
+        lines = [f"Before: {len(outcome.before)} problem(s). After: {len(outcome.after)} problem(s)."]
+        lines += [f"✓ {a}" for a in outcome.applied]
+        lines += [f"– skipped: {s}" for s in outcome.skipped]
+        if outcome.backup_dir:
+            lines.append(f"Everything changed was backed up to {outcome.backup_dir}")
+        self.before_after.setText("\n".join(lines))
+        self.wiz().state.repair_summary = self.before_after.text()
 
     def isComplete(self) -> bool:
         return not self.busy()

@@ -109,7 +109,9 @@ class UninstallPage(FlowPage):
             return
         self.removed = done
         names = ", ".join(b.ident for b in chosen)
-        st.uninstall_summary = f"Removed {names}. A backup was kept; Restore brings it back."
+        restored = [str(p) for r in done for p in r.restored]
+        st.uninstall_summary = f"Removed {names}. A backup was kept; Restore brings it back." + (
+            f" Put back what it had replaced: {', '.join(restored)}." if restored else "")
         self.result.setText(st.uninstall_summary)
         self.refresh()
 
@@ -119,7 +121,7 @@ class UninstallPage(FlowPage):
         try:
             inst = core("app.core.lmstudio.install")
             for r in self.removed:
-                inst.restore_uninstall(r)
+                inst.restore_uninstall(r)  # an UninstallResult
         except Exception as exc:
             show_error(self, exc, title="Restore failed")
             return

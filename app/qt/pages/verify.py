@@ -64,7 +64,8 @@ class VerifyPage(FlowPage):
         self.refresh_select_state()
 
     def lmstudio_running(self) -> bool:
-        return bool(core("app.core.lmstudio.processes").lmstudio_running())
+        home = self.wiz().state.home
+        return bool(core("app.core.lmstudio.processes").lmstudio_running(home.path if home else None))
 
     def refresh_select_state(self) -> None:
         st = self.wiz().state
@@ -105,7 +106,7 @@ class VerifyPage(FlowPage):
     def _on_select_clicked(self) -> None:
         st = self.wiz().state
         try:
-            sel = core("app.core.lmstudio.select")
+            sel = core("app.core.lmstudio.install")
             plan = sel.plan_select(st.home, st.outcome.ident)
             sel.execute_select(plan)
         except Exception as exc:
