@@ -224,38 +224,43 @@ def hash_file(path: Path, *, cancel: CancelToken | None = None) -> tuple[str, in
 
 
 class _Sink:
-    """Writes and hashes chunks on a second thread, so receiving overlaps hashing and writing.
+    """Writes and hashes chunks on two worker threads, so receiving, writing and hashing overlap.
 
-    hashlib, file writes and socket reads all release the GIL on large buffers; with a small bounded
-    queue the memory stays at a few MiB.
+    hashlib, file writes and socket reads all release the GIL on large buffers, so the three run in
+    parallel; chunks are immutable bytes shared by both workers; bounded queues keep memory at a few MiB.
     """
 
     def __init__(self, f: IO[bytes], hasher: Any) -> None:
-        self._f = f
-        self._hasher = hasher
-        self._q: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="download-sink", daemon=True)
-        self._thread.start()
+        self._queues: list[queue.Queue[bytes | None]] = []
+        self._threads: list[threading.Thread] = []
+        for name, fn in (("write", f.write), ("hash", hasher.update)):
+            q: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+            t = threading.Thread(target=self._run, args=(q, fn), name=f"download-{name}", daemon=True)
+            self._queues.append(q)
+            self._threads.append(t)
+            t.start()
 
-    def _run(self) -> None:
-        while (chunk := self._q.get()) is not None:
+    def _run(self, q: queue.Queue[bytes | None], fn: Callable[[bytes], Any]) -> None:
+        while (chunk := q.get()) is not None:
             if self._error is not None:
                 continue
             try:
-                self._f.write(chunk)
-                self._hasher.update(chunk)
+                fn(chunk)
             except BaseException as exc:  # disk full, ...: reported by put()/close() in the caller's thread
                 self._error = exc
 
     def put(self, chunk: bytes) -> None:
         if self._error is not None:
             raise self._error
-        self._q.put(chunk)
+        for q in self._queues:
+            q.put(chunk)
 
     def close(self) -> None:
-        self._q.put(None)
-        self._thread.join()
+        for q in self._queues:
+            q.put(None)
+        for t in self._threads:
+            t.join()
         if self._error is not None:
             raise self._error
 
