@@ -4,6 +4,9 @@ only a frozen program needs.
 * `multiprocessing.freeze_support()` first: py-cpuinfo (the CPU probe off Linux) runs CPUID in a
   multiprocessing child; a frozen Windows/macOS program is re-launched for that child and must divert to it
   before parsing our command line (otherwise the child would open a second wizard).
+* The windowed Windows executable has no standard streams (sys.stdout/stderr/stdin are None): they are pointed at
+  os.devnull so a library's print, a log handler or a CLI command run from the wrong executable cannot crash it
+  (the console twin `lms-unlocked-cli.exe` is the one for the command line).
 * `LMS_UNLOCKED_BUNDLE_SELFTEST=FILE` (or `-` for stdout): instead of starting, write a JSON report of what the
   frozen program can see (resource root, data/resource/patch files, whether every `app.*` module imports, the Qt
   build) and exit 0 if every module imported. tests/test_bundle.py uses it to check the bundle from the inside:
@@ -15,6 +18,15 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+
+# Which standard streams the OS gave the process, before _null_missing_streams() fills the gaps.
+ORIGINAL_STDIO = {name: getattr(sys, name) is not None for name in ("stdin", "stdout", "stderr")}
+
+
+def _null_missing_streams() -> None:
+    for name, mode in (("stdin", "r"), ("stdout", "w"), ("stderr", "w")):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, mode, encoding="utf-8"))  # noqa: SIM115 - lives as long as the process
 
 
 def _files_under(root: str) -> list[str]:
@@ -66,7 +78,7 @@ def selftest() -> dict[str, object]:
         "patch_files": _files_under(str(paths.patches_dir())),
         "modules": modules,
         "qt": qt,
-        "stdio": {name: getattr(sys, name) is not None for name in ("stdin", "stdout", "stderr")},
+        "stdio": ORIGINAL_STDIO,
     }
 
 
@@ -76,8 +88,7 @@ def _run_selftest(target: str) -> int:
     report = selftest()
     text = json.dumps(report, indent=2, sort_keys=True)
     if target == "-":
-        if sys.stdout is not None:
-            sys.stdout.write(text + "\n")
+        sys.stdout.write(text + "\n")
     else:
         with open(target, "w", encoding="utf-8") as fh:
             fh.write(text + "\n")
@@ -88,6 +99,7 @@ def _run_selftest(target: str) -> int:
 
 def main() -> int:
     multiprocessing.freeze_support()
+    _null_missing_streams()
     target = os.environ.get("LMS_UNLOCKED_BUNDLE_SELFTEST")
     if target:
         return _run_selftest(target)

@@ -157,6 +157,20 @@ def test_frozen_self_test_sees_every_module_and_data_file(bundle: Path, env: dic
     assert Path(report["qt"]["plugins"]) == internal / "PySide6" / "Qt" / "plugins"
 
 
+def test_frozen_program_runs_without_standard_streams(bundle: Path, env: dict[str, str], tmp_path: Path) -> None:
+    """The windowed Windows executable starts with sys.stdin/stdout/stderr = None. Stood in for here by closing
+    the three descriptors (CPython then sets the same None streams): a command still runs to exit code 0."""
+    out = tmp_path / "selftest.json"
+    script = 'exec "$0" "$@" <&- >&- 2>&-'
+    r = subprocess.run(["bash", "-c", script, str(bundle / "lms-unlocked")],
+                       env={**env, "LMS_UNLOCKED_BUNDLE_SELFTEST": str(out)}, timeout=120, check=False)
+    assert r.returncode == 0
+    assert json.loads(out.read_text(encoding="utf-8"))["stdio"] == {"stdin": False, "stdout": False, "stderr": False}
+    r = subprocess.run(["bash", "-c", script, str(bundle / "lms-unlocked"), "probe", "--json"], env=env,
+                       timeout=120, check=False)
+    assert r.returncode == 0  # from source (no devnull streams) this exits 1: AttributeError on sys.stdout None
+
+
 def test_bundle_holds_qt_widgets_only_and_the_pruning_kept_what_runs(bundle: Path) -> None:
     internal = bundle / "_internal"
     names = {p.relative_to(internal).as_posix() for p in internal.rglob("*")}
