@@ -6,7 +6,8 @@
   the PyInstaller hooks collect, full ICU data, no plugin pruning), both built here by scripts/build_bundle.sh;
   the biggest files of the shipped bundle with why each is needed.
 * Start: time from spawning the process to the wizard's first exposed window (the app's
-  LMS_UNLOCKED_SMOKE_EXIT_MS hook prints the wall-clock time it was shown), on Qt's offscreen platform, frozen vs
+  LMS_UNLOCKED_SMOKE_EXIT_MS hook prints the wall-clock time it was shown), on Qt's offscreen platform and on a
+  real X server (Xvfb, xcb platform) when installed, frozen vs
   `python -m app` from source (the baseline), plus `--version` (CLI start) for both. The first frozen run is taken
   after dropping the page cache when this user may (root outside a container), else it is only "first".
 """
@@ -14,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -22,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,6 +94,26 @@ def time_to_window(argv: list[str], env: dict[str, str]) -> float:
     return float(m.group(1)) - start
 
 
+@contextlib.contextmanager
+def xvfb() -> Iterator[str | None]:
+    """A real X server for the xcb platform users get (None when Xvfb is not installed)."""
+    exe = shutil.which("Xvfb")
+    if exe is None:
+        yield None
+        return
+    read, write = os.pipe()
+    proc = subprocess.Popen([exe, "-displayfd", str(write), "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+                            pass_fds=(write,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    os.close(write)
+    try:
+        with os.fdopen(read) as fh:
+            yield ":" + fh.readline().strip()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def time_cli(argv: list[str], env: dict[str, str]) -> float:
     start = time.perf_counter()
     subprocess.run([*argv, "--version"], env=env, capture_output=True, check=True, stdin=subprocess.DEVNULL)
@@ -150,11 +173,19 @@ def main() -> int:
         sw = [time_to_window(source_argv, env) for _ in range(args.runs)]
         fc = [time_cli(frozen_argv, env) for _ in range(args.runs)]
         sc = [time_cli(source_argv, env) for _ in range(args.runs)]
+        with xvfb() as display:
+            if display:
+                x_env = {**env, "QT_QPA_PLATFORM": "xcb", "DISPLAY": display}
+                fx = [time_to_window(frozen_argv, x_env) for _ in range(args.runs)]
+                sx = [time_to_window(source_argv, x_env) for _ in range(args.runs)]
     fm, sm = statistics.median(fw), statistics.median(sw)
     print(f"\nstart to first window (offscreen, median of {args.runs}):")
     print(f"  frozen {'cold (page cache dropped)' if cold else 'first run'}: {first:.3f} s"
           + (f"   source cold: {cold_src:.3f} s" if cold else ""))
     print(f"  frozen: {fm:.3f} s   source (python -m app): {sm:.3f} s   ratio frozen/source: {fm / sm:.2f}")
+    if display:
+        fxm, sxm = statistics.median(fx), statistics.median(sx)
+        print(f"  on Xvfb (xcb platform): frozen {fxm:.3f} s   source {sxm:.3f} s   ratio {fxm / sxm:.2f}")
     fcm, scm = statistics.median(fc), statistics.median(sc)
     print(f"CLI --version: frozen {fcm:.3f} s   source {scm:.3f} s   ratio {fcm / scm:.2f}")
     return 0
