@@ -6,7 +6,8 @@ Same llama.cpp source (the llama-cpp-python 0.3.36 sdist, commit 0c1e57098), sam
 variant/CPU), each from a fresh build directory, ccache disabled, in one run:
   A. the backend's needed targets (the libraries swapped into the template: ggml-base ggml-cpu),
   B. A + the smoke-test host program (llama-simple, what `build` adds for 1.x smoke tests),
-  C. a full `cmake --build` (target all) with the same configure flags.
+  C. a full `cmake --build` (target all) with the same ISA flags and llama.cpp's default programs (examples,
+     tools, server; tests off).
 Goal: A <= 0.25 x C. Prints a table and the ratios; asserts nothing.
 """
 
@@ -35,8 +36,9 @@ from tests.core.build import realbuild as rb  # noqa: E402
 def timed_build(plan: BuildPlan, targets: tuple[str, ...] | None) -> tuple[float, float, int]:
     env = {"CCACHE_DISABLE": "1"}
     cfg = dataclasses.replace(plan.configure, env=env)
+    log = Path(plan.log_path)
     t0 = time.monotonic()
-    run_process(cfg, check=True)
+    run_process(cfg, check=True, log_path=log)
     t1 = time.monotonic()
     argv = list(plan.build.argv)
     i = argv.index("--target")
@@ -48,7 +50,7 @@ def timed_build(plan: BuildPlan, targets: tuple[str, ...] | None) -> tuple[float
         if line.startswith("["):
             steps += 1
 
-    run_process(ProcessPlan(tuple(argv), env=env, label="build"), on_line=count, check=True)
+    run_process(ProcessPlan(tuple(argv), env=env, label="build"), on_line=count, check=True, log_path=log)
     return t1 - t0, time.monotonic() - t1, steps
 
 
@@ -89,6 +91,7 @@ def main() -> int:
                 build_root=Path(tmp) / "C",
                 jobs=args.jobs,
                 smoke_program=True,
+                replace_server=True,  # llama.cpp's default full build: examples, tools, server (tests off)
                 ninja=tools.ninja,
                 ccache=None,
                 cmake=tools.cmake or "cmake",
@@ -113,4 +116,10 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from app.core.errors import SubprocessFailed
+
+    try:
+        raise SystemExit(main())
+    except SubprocessFailed as exc:
+        print(exc.render(), "\n", exc.details, file=sys.stderr)
+        raise SystemExit(1) from None

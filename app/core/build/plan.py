@@ -224,6 +224,8 @@ def plan_build(
         f"-DLLAMA_BUILD_SERVER={'ON' if replace_server else 'OFF'}",
         f"-DLLAMA_BUILD_TOOLS={'ON' if replace_server else 'OFF'}",
         "-DLLAMA_USE_PREBUILT_UI=OFF",
+        # The unified `llama` binary links every tool library; with tools off, `all` would fail to build it.
+        "-DLLAMA_BUILD_APP=OFF",
         f"-DGGML_CCACHE={'ON' if ccache else 'OFF'}",
     ]
     if source.commit:
@@ -322,6 +324,41 @@ def plan_build(
 _VARIANT_LINE_RE = re.compile(r"Adding CPU backend variant (\S+):\s*(\S*)\s*(\S*)")
 
 
+# Options that older or newer llama.cpp tags may not know; CMake ignoring them is harmless.
+OPTIONAL_DEFINES = frozenset(
+    {
+        "LLAMA_USE_PREBUILT_UI",
+        "LLAMA_BUILD_APP",
+        "LLAMA_OPENSSL",
+        "LLAMA_CURL",
+        "LLAMA_BUILD_TOOLS",
+        "LLAMA_BUILD_SERVER",
+        "LLAMA_BUILD_EXAMPLES",
+        "LLAMA_BUILD_TESTS",
+        "LLAMA_BUILD_NUMBER",
+        "GGML_CCACHE",
+    }
+)
+_UNUSED_HEAD = "Manually-specified variables were not used by the project:"
+
+
+def unused_variables(lines: list[str]) -> set[str]:
+    """Names CMake lists under "Manually-specified variables were not used by the project:"."""
+    out: set[str] = set()
+    for i, line in enumerate(lines):
+        if _UNUSED_HEAD in line:
+            for nxt in lines[i + 1 :]:
+                name = nxt.strip()
+                if not name:
+                    if out:
+                        break
+                    continue
+                if not re.fullmatch(r"[A-Za-z0-9_]+", name):
+                    break
+                out.add(name)
+    return out
+
+
 class ConfigureCheckError(UsageError):
     code = "configure-check"
     exit_code = 1
@@ -329,12 +366,11 @@ class ConfigureCheckError(UsageError):
 
 def verify_configure_output(plan: BuildPlan, lines: list[str]) -> None:
     """Fail on -march=native, on ignored -D variables, and on a CPU-variant line whose flags differ from the plan."""
-    text = "\n".join(lines)
-    if "Manually-specified variables were not used" in text:
-        i = text.index("Manually-specified variables were not used")
+    unused = unused_variables(lines)
+    fatal = sorted(v for v in unused if v not in OPTIONAL_DEFINES)
+    if fatal:
         raise ConfigureCheckError(
-            "CMake ignored some of our -D options (wrong names for this llama.cpp version).",
-            context=text[i : i + 400],
+            f"CMake ignored some of our -D options: {', '.join(fatal)} (wrong names for this llama.cpp version).",
             hint="This llama.cpp tag uses different option names; use the template's tag or update the planner.",
         )
     found = [m for m in (_VARIANT_LINE_RE.search(line) for line in lines) if m]
