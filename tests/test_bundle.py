@@ -232,6 +232,53 @@ def test_doctor_json_against_a_temp_home(bundle: Path, env: dict[str, str], tmp_
     assert (r.returncode, doc) == (s.returncode, json.loads(s.stdout))
 
 
+def _normalized(text: str, bundle: Path) -> Any:
+    """A command's JSON with what legitimately differs between two runs made equal: the resource root (frozen:
+    the bundle, source: the checkout), timings, and random transaction ids."""
+    text = text.replace(str(bundle / "_internal"), str(REPO))
+    text = re.sub(r"(staging|backups?|txn|transactions?)([/\\])[0-9a-f]{8,32}", r"\1\2<id>", text)
+    doc = json.loads(text)
+
+    def scrub(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: scrub(v) for k, v in x.items() if k not in ("seconds", "elapsed", "duration", "created_at")}
+        if isinstance(x, list):
+            return [scrub(v) for v in x]
+        return x
+
+    return scrub(doc)
+
+
+@pytest.mark.parametrize("what", ["audit", "catalog", "archive", "build-plan"])
+def test_frozen_commands_with_native_and_data_dependencies_equal_source(
+    what: str, bundle: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    """Each exercises what only works frozen if the spec collected it: capstone's ctypes library (audit),
+    cryptography + jsonschema + the shipped catalog/key (catalog), py7zr and its codecs (archive), the variants
+    data and patches/ series (build plan)."""
+    import py7zr
+
+    from tests.lmstudio_homes import prepare_our_backend
+
+    home = make_home(tmp_path, backends=["linux-cpu-2.14.0"])
+    argv = {
+        "audit": ["audit", str(bundle / "_internal" / "libpython3.11.so.1.0"), "--json", "--cpuinfo", str(IVY)],
+        "catalog": ["install", "--catalog", "--dry-run", "--json", "--home", str(home), "--cpuinfo", str(IVY)],
+        "archive": ["install", "--from", str(tmp_path / "ours.7z"), "--dry-run", "--json", "--home", str(home)],
+        "build-plan": ["build", "--variant", "cpu-avx1", "--template", "llama.cpp-linux-x86_64-avx2@2.14.0",
+                       "--home", str(home), "--cpuinfo", str(IVY), "--plan-only", "--json"],
+    }[what]
+    if what == "archive":
+        folder = prepare_our_backend(tmp_path)
+        with py7zr.SevenZipFile(tmp_path / "ours.7z", "w") as z:
+            z.writeall(folder, folder.name)
+    r = frozen(bundle, *argv, env=env)
+    s = from_source(*argv, env=env)
+    assert r.stdout.strip(), r.stderr
+    assert (r.returncode, _normalized(r.stdout, bundle)) == (s.returncode, _normalized(s.stdout, bundle))
+    assert "internal-error" not in r.stdout and "Traceback" not in r.stderr
+
+
 def _run_wizard(bundle: Path, env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], float]:
     start = time.time()
     r = frozen(bundle, env={**env, "LMS_UNLOCKED_SMOKE_EXIT_MS": "300"}, timeout=60)
