@@ -101,13 +101,12 @@ def _cli_invocations(doc: dict[str, Any]) -> list[tuple[dict[str, Any], list[str
     out = []
     for job in doc["jobs"].values():
         for step in job["steps"]:
-            text = " ".join(step.get("run", "").replace("\\\n", " ").split("\n"))
+            lines = step.get("run", "").replace("\\\n", " ").splitlines()  # one shell line each
             for row in matrix_rows(job) or [{}]:
-                filled = EXPR.sub(lambda m, row=row: str(row.get(m.group(1).removeprefix("matrix."), "X")), text)
-                for cmd in re.findall(r"lms-unlocked\s+([^;|&]+)", filled):
-                    argv = [a.replace("$", "") for a in shlex.split(cmd.replace('"', ""))]
-                    argv = [a for a in argv if a not in ("done",)]
-                    out.append((row, argv))
+                for line in lines:
+                    filled = EXPR.sub(lambda m, row=row: str(row.get(m.group(1).removeprefix("matrix."), "X")), line)
+                    for cmd in re.findall(r"lms-unlocked\s+([^;|&]+)", filled):
+                        out.append((row, [a.replace("$", "") for a in shlex.split(cmd.replace('"', ""))]))
     return out
 
 
@@ -123,24 +122,46 @@ def test_backend_commands_parse_with_the_real_cli() -> None:
         if argv[0] == "build":
             assert args.generic and args.template_dir and args.json, "release builds use generic flags"
         if argv[0] == "publish":
-            assert args.key and args.out, "the catalog is always signed"
+            assert args.key and args.out and args.variant, "the catalog is always signed, entries filed by variant"
+
+
+def _cc(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split("."))
 
 
 def test_backend_matrix_covers_every_variant_on_windows_and_linux() -> None:
-    variants = json.loads((REPO / "app" / "data" / "variants.json").read_text(encoding="utf-8"))["variants"]
+    from app.core.build.plan import parse_variant
+    from app.core.hardware.probe import load_report_file
+
+    variants = {v["id"]: v for v in
+                json.loads((REPO / "app" / "data" / "variants.json").read_text(encoding="utf-8"))["variants"]}
     rows = matrix_rows(load("backends.yml")["jobs"]["build"])
     for row in rows:
-        assert row["variant"] in {v["id"] for v in variants}, row
+        build = parse_variant(row["variant"])  # a build variant the real `build` accepts
+        catalog = variants[row["catalog_variant"]]  # ... filed under a variant the app recommends
+        assert build.framework == {"none": "cpu"}.get(catalog["gpu_framework"], catalog["gpu_framework"]), row
         platform = "linux" if row["os"].startswith("ubuntu") else "win"
         assert row["template"].startswith(f"llama.cpp-{platform}-x86_64-"), row
         assert re.fullmatch(r"\d+\.\d+\.\d+", row["version"]), row
         # The template is the official pack of the same framework: the variant keeps its .node bindings.
-        family = {"vulkan": "-vulkan-avx2", "cuda": "-nvidia-cuda"}.get(
-            next((v.get("gpu_framework") for v in variants if v["id"] == row["variant"]), None) or "", "-x86_64-avx2")
-        assert family in row["template"], row
+        family = {"vulkan": "-vulkan-avx2", "cuda": "-nvidia-cuda-avx2"}.get(build.framework, "-x86_64-avx2")
+        assert row["template"].endswith(family), row
+        assert bool(row["cuda_toolkit"]) == (build.framework == "cuda"), row
+        if build.framework == "cuda":
+            # The GPU class comes from a target report; its compute capabilities must fit the catalog variant,
+            # Kepler (< 5.0) only with the -kepler build and CUDA 11.x, the rest with CUDA 12.
+            report_arg = re.search(r"--report (\S+)", row["build_args"])
+            assert report_arg, row
+            report = load_report_file(REPO / report_arg.group(1))
+            ccs = [_cc(g.compute_capability) for g in report.nvidia_gpus]
+            req = catalog["requires"]
+            assert ccs and all(_cc(req["nvidia_cc_min"]) <= c <= _cc(req["nvidia_cc_max"]) for c in ccs), row
+            kepler = any(c < (5, 0) for c in ccs)
+            assert kepler == ("kepler" in build.tags) and all(c < (5, 0) for c in ccs) == kepler, row
+            assert row["cuda_toolkit"].startswith("11.8" if kepler else "12."), row
     for platform, runner in (("linux", "ubuntu"), ("win", "windows")):
-        wanted = {v["id"] for v in variants if platform in v["requires"].get("platforms", [platform])}
-        assert {r["variant"] for r in rows if r["os"].startswith(runner)} == wanted, platform
+        wanted = {k for k, v in variants.items() if platform in v["requires"].get("platforms", [platform])}
+        assert {r["catalog_variant"] for r in rows if r["os"].startswith(runner)} == wanted, platform
 
 
 def test_templates_are_only_used_pinned() -> None:
