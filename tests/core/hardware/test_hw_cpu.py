@@ -156,6 +156,12 @@ def test_windows_cross_check_moves_os_disabled_avx_to_disabled_isa() -> None:
     assert apply_os_feature_check(cpuid, lambda f: True) == cpuid
 
 
+def test_os_feature_check_only_on_windows() -> None:
+    from app.core.hardware.cpu import windows_is_processor_feature_present
+
+    assert windows_is_processor_feature_present() is None  # Linux: /proc/cpuinfo already reflects the OS
+
+
 def test_windows_versions_that_know_the_avx_feature_ids() -> None:
     assert windows_knows_avx_features("10", "10.0.19045")
     assert windows_knows_avx_features("11", "10.0.22631")
