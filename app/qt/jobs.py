@@ -147,14 +147,15 @@ ASSUMED_DOWNLOAD_RATE = 5 * 2**20  # bytes/s, for the time estimate only (said s
 def _download_option(state: Any, config: Any) -> MethodOption:
     obtain = core("app.core.fetch.obtain")
     variant = getattr(state.candidate, "variant", "")
-    probe = obtain.plan_from_catalog(config.catalog_url, home=state.home, report=state.report)
+    key = config.catalog_public_key
+    probe = obtain.plan_from_catalog(config.catalog_url, home=state.home, report=state.report, public_key_path=key)
     fits = [m for m in probe.matches if m.offered and m.entry.variant == variant]
     if not fits:
         why = next(("; ".join(m.reasons) for m in probe.matches if m.entry.variant == variant), "")
         raise UnlockedError(f"The catalog has no prebuilt {variant} pack for this computer"
                             + (f" ({why})." if why else "."))
     plan = obtain.plan_from_catalog(config.catalog_url, home=state.home, report=state.report,
-                                    entry_ident=fits[0].entry.ident)
+                                    entry_ident=fits[0].entry.ident, public_key_path=key)
     size = plan.size
     t = (size / ASSUMED_DOWNLOAD_RATE + 15) if size else None
     signed = plan.catalog.signed_by if plan.catalog is not None else ""

@@ -41,7 +41,8 @@ class WizardConfig:
     Args:
         home: LM Studio home to use instead of resolving it (like --home).
         report_file: a saved hardware report (probe --json) instead of probing this machine.
-        catalog_url: where the backend catalog is (None: the built-in catalog).
+        catalog_url: where the backend catalog is (None: $LMS_UNLOCKED_CATALOG or the built-in catalog).
+        catalog_public_key: trust this ed25519 key for the catalog instead of the shipped one.
         job_factory: builds the Work page's job from the state (None: the real install job).
         log_dir: where job logs go (None: the per-user log dir).
     """
@@ -49,6 +50,7 @@ class WizardConfig:
     home: Path | None = None
     report_file: Path | None = None
     catalog_url: str | None = None
+    catalog_public_key: Path | None = None
     job_factory: Callable[[WizardState], Callable[..., Any]] | None = None
     log_dir: Path | None = None
 

@@ -45,9 +45,9 @@ def test_build_stages_progress_log_and_next(qtbot, make_wizard, tmp_path: Path) 
     assert not w.button(QWizard.WizardButton.NextButton).isEnabled()
     qtbot.waitUntil(lambda: page.controller.state is JobState.SUCCEEDED, timeout=30000)
     assert page.progress.value() == 1000
-    # The plans cover the first four stages; a finished job marks every stage done.
+    # The plans cover the first three stages; a finished job marks every stage done.
     assert all(page.stage_state[s] == DONE for s in page.stages)
-    assert page.stage_list.count() == 8
+    assert page.stage_list.count() == 7
     assert w.button(QWizard.WizardButton.NextButton).isEnabled()
     assert w.state.work_succeeded
     text = page.log_view.toPlainText()
@@ -65,8 +65,8 @@ def test_progress_is_determinate_with_eta_during_build(qtbot, make_wizard, tmp_p
     assert page.stage_state["source"] == DONE and page.stage_state["build"] == "running"
     assert page.stage_state["install"] == PENDING
     qtbot.waitUntil(lambda: "left" in page.eta.text(), timeout=10000)
-    # build is stage 4 of 8: the overall bar sits between 3/8 and 4/8.
-    assert 375 <= page.progress.value() <= 500
+    # build is stage 3 of 7: the overall bar sits between 2/7 and 3/7.
+    assert 285 <= page.progress.value() <= 429
     qtbot.waitUntil(lambda: page.controller.state is JobState.SUCCEEDED, timeout=30000)
 
 

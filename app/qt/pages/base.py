@@ -68,10 +68,11 @@ class Background(QObject):
     def __init__(self, parent: QObject, job: Job, on_ok: Any, on_err: Any) -> None:
         super().__init__(parent)
         self.controller = JobController(job, parent=self)
-        self.controller.worker.finished.connect(on_ok)
-        self.controller.worker.failed.connect(on_err)
+        # _on_done first: the owner's slot then already sees done == True (e.g. in isComplete()).
         self.controller.worker.finished.connect(self._on_done)
         self.controller.worker.failed.connect(self._on_done)
+        self.controller.worker.finished.connect(on_ok)
+        self.controller.worker.failed.connect(on_err)
         self.done = False
 
     def start(self) -> Background:

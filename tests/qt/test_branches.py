@@ -1,0 +1,213 @@
+"""Every branch of the wizard end to end: recorded hardware reports, a temp LM Studio home, a signed
+catalog served over loopback HTTP, and the real core underneath (nothing in the core is faked)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QWizard
+
+from app.core.fetch.publish import publish
+from app.core.flow import Method, PageId
+from app.core.lmstudio.backends import list_backends
+from app.core.lmstudio.install import execute_install, plan_install
+from app.qt.state import WizardConfig
+from app.qt.wizard import UnlockedWizard
+from app.qt.worker import JobState
+from tests.conftest import FIXTURES
+from tests.core.fetch.backend_folder import make_backend_folder
+from tests.httpserver import LocalHTTPServer
+from tests.lmstudio_homes import make_home
+from tests.qt.conftest import close_error_dialogs
+
+REPORTS = FIXTURES / "reports"
+TEST_KEY = FIXTURES / "TEST-ONLY-catalog-signing.key"
+TEST_PUB = FIXTURES / "TEST-ONLY-catalog-signing.pub"
+OURS = "llama.cpp-linux-x86_64-vulkan-avx1-unlocked"
+
+
+def next_enabled(w: UnlockedWizard) -> bool:
+    b = w.button(QWizard.WizardButton.CommitButton if w.currentPage().isCommitPage()
+                 else QWizard.WizardButton.NextButton)
+    return b.isEnabled()
+
+
+def go_next(qtbot, w: UnlockedWizard, expect: PageId) -> None:
+    qtbot.waitUntil(lambda: next_enabled(w), timeout=30000)
+    w.next()
+    assert w.current_page_id() is expect, (w.current_page_id(), expect)
+
+
+def start(make_wizard, tmp_path: Path, report: str, **cfg) -> tuple[UnlockedWizard, Path]:
+    home = cfg.pop("home", None) or make_home(tmp_path)
+    w = make_wizard(WizardConfig(home=home, report_file=REPORTS / f"{report}.json", log_dir=tmp_path / "logs", **cfg))
+    w.show()
+    assert w.current_page_id() is PageId.WELCOME
+    return w, home
+
+
+def to_recommendation(qtbot, w: UnlockedWizard) -> None:
+    go_next(qtbot, w, PageId.HARDWARE)
+    qtbot.waitUntil(lambda: w.state.report is not None, timeout=20000)
+    go_next(qtbot, w, PageId.RECOMMENDATION)
+
+
+def test_kepler_gpu_download_from_signed_catalog_select_and_finish(qtbot, make_wizard, tmp_path: Path) -> None:
+    folder = make_backend_folder(tmp_path / "src", name=OURS)
+    publish(folder, tmp_path / "catalog", key_path=TEST_KEY)
+    with LocalHTTPServer() as srv:
+        srv.add_dir(tmp_path / "catalog", "/c")
+        w, home = start(make_wizard, tmp_path, "ivybridge-gtx770", catalog_url=srv.url("/c/catalog.json"),
+                        catalog_public_key=TEST_PUB)
+        welcome = w.page_of(PageId.WELCOME)
+        assert str(home) in welcome.home_label.text()
+        to_recommendation(qtbot, w)
+        hw = w.page_of(PageId.HARDWARE)
+        assert "Ivy Bridge, 2012 — AVX yes, AVX2 no" in hw.cpu_label.text()
+        assert "GTX 770" in hw.gpu_label.text()
+        rec = w.page_of(PageId.RECOMMENDATION)
+        assert w.state.candidate.variant == "vulkan-avx1"  # the recommended card is preselected
+        assert rec.radios[0].isChecked() and "(recommended)" in rec.radios[0].text()
+        assert not rec.official_box.isVisible()
+        rec.why_not_button.click()
+        assert "noavx" in rec.why_not_text.text()
+        go_next(qtbot, w, PageId.METHOD)
+        method = w.page_of(PageId.METHOD)
+        qtbot.waitUntil(lambda: bool(method.options), timeout=60000)
+        by = {o.method: o for o in method.options}
+        assert by[Method.DOWNLOAD].available and by[Method.DOWNLOAD].download_bytes
+        method.choose(Method.DOWNLOAD)
+        go_next(qtbot, w, PageId.WORK)
+        work = w.page_of(PageId.WORK)
+        qtbot.waitUntil(lambda: work.controller.state in (JobState.SUCCEEDED, JobState.FAILED), timeout=60000)
+        assert close_error_dialogs() == [], work.diagnostics()
+        assert srv.requests, "the pack came over loopback HTTP"
+    assert f"{OURS}@2.14.0" in {b.ident for b in list_backends(home)}
+    go_next(qtbot, w, PageId.VERIFY)
+    verify = w.page_of(PageId.VERIFY)
+    assert OURS in verify.where.text()
+    assert "ISA audit" in verify.checks.text() and "Smoke test" in verify.checks.text()
+    assert verify.select_check.isChecked() and verify.select_button.isEnabled()  # LM Studio is not running
+    verify.select_button.click()
+    prefs = json.loads((home / ".internal" / "backend-preferences-v1.json").read_text())
+    assert {"model_format": "gguf", "name": OURS, "version": "2.14.0"} in prefs
+    go_next(qtbot, w, PageId.FINISH)
+    text = w.page_of(PageId.FINISH).body.text()
+    assert "Fully quit LM Studio" in text and "Evaluation batch size" in text and "selected for GGUF" in text
+    assert w.page_of(PageId.FINISH).nextId() == int(PageId.END)
+
+
+def test_selecting_is_blocked_while_lm_studio_runs(qtbot, make_wizard, tmp_path: Path) -> None:
+    """A real process named like LM Studio's daemon blocks selecting, until it is gone and the user checks again."""
+    home = make_home(tmp_path)
+    ip = plan_install(home, make_backend_folder(tmp_path / "src", name=OURS))
+    ir = execute_install(ip, provenance={})
+    fake = tmp_path / "llmster"
+    shutil.copy(shutil.which("sleep") or "/bin/sleep", fake)
+    proc = subprocess.Popen([str(fake), "60"])
+    try:
+        w = make_wizard(WizardConfig(home=home))
+        w.state.home = None
+        w.setStartId(int(PageId.VERIFY))
+        from app.core.lmstudio.home import resolve_home
+        from app.qt.jobs import InstallOutcome
+
+        w.state.home = resolve_home(home)
+        w.state.outcome = InstallOutcome(ir.ident, ir.dest)
+        w.show()
+        verify = w.page_of(PageId.VERIFY)
+        assert "Close LM Studio first" in verify.select_status.text()
+        assert not verify.select_button.isEnabled() and verify.check_again_button.isVisible()
+    finally:
+        proc.kill()
+        proc.wait()
+    qtbot.mouseClick(verify.check_again_button, Qt.MouseButton.LeftButton)
+    assert verify.select_button.isEnabled()
+
+
+def test_haswell_official_backend_works_goes_to_finish(qtbot, make_wizard, tmp_path: Path) -> None:
+    w, _home = start(make_wizard, tmp_path, "haswell")
+    to_recommendation(qtbot, w)
+    rec = w.page_of(PageId.RECOMMENDATION)
+    assert rec.official_box.isVisible()
+    assert "You don't need this" in rec.official_label.text()
+    go_next(qtbot, w, PageId.FINISH)
+    assert "Nothing was installed" in w.page_of(PageId.FINISH).body.text()
+
+
+def test_westmere_no_avx_is_experimental_and_build_is_the_way(qtbot, make_wizard, tmp_path: Path) -> None:
+    w, _home = start(make_wizard, tmp_path, "westmere")
+    to_recommendation(qtbot, w)
+    assert w.state.candidate.variant == "noavx"
+    assert "experimental" in w.page_of(PageId.RECOMMENDATION).radios[0].text().lower()
+    go_next(qtbot, w, PageId.METHOD)
+    method = w.page_of(PageId.METHOD)
+    qtbot.waitUntil(lambda: bool(method.options), timeout=60000)
+    by = {o.method: o for o in method.options}
+    # No catalog entry and no official pack without AVX: neither download nor patch can be offered.
+    assert not by[Method.DOWNLOAD].available and by[Method.DOWNLOAD].note
+    assert not by[Method.PATCH].available
+    assert by[Method.BUILD].time_seconds and by[Method.BUILD].prereqs
+    if by[Method.BUILD].available:
+        assert w.state.method is Method.BUILD
+    close_error_dialogs()
+
+
+@pytest.mark.parametrize("report", ["ivybridge", "ivybridge-kepler"])
+def test_ivybridge_recommendations(qtbot, make_wizard, tmp_path: Path, report: str) -> None:
+    w, _home = start(make_wizard, tmp_path, report)
+    to_recommendation(qtbot, w)
+    want = {"ivybridge": "cpu-avx1", "ivybridge-kepler": "vulkan-avx1"}[report]
+    assert w.state.candidate.variant == want
+    if report == "ivybridge-kepler":
+        cards = w.page_of(PageId.RECOMMENDATION).cards_widget
+        texts = " ".join(lab.text() for lab in cards.findChildren(type(w.page_of(PageId.FINISH).body)))
+        assert "384" in texts  # the Kepler evaluation-batch-size warning
+
+
+def test_uninstall_branch_removes_and_restores(qtbot, make_wizard, tmp_path: Path) -> None:
+    home = make_home(tmp_path)
+    execute_install(plan_install(home, make_backend_folder(tmp_path / "src", name=OURS)), provenance={})
+    w = make_wizard(WizardConfig(home=home))
+    w.show()
+    w.page_of(PageId.WELCOME).uninstall_radio.click()
+    go_next(qtbot, w, PageId.UNINSTALL)
+    page = w.page_of(PageId.UNINSTALL)
+    assert page.tree.topLevelItemCount() == 1  # only ours; the official packs are not listed
+    item = page.tree.topLevelItem(0)
+    assert OURS in item.text(0) and item.text(1).endswith("KB")
+    item.setCheckState(0, Qt.CheckState.Checked)
+    page.remove_button.click()
+    assert close_error_dialogs() == []
+    assert OURS not in {b.name for b in list_backends(home)}
+    assert page.restore_button.isVisible()
+    page.restore_button.click()
+    assert OURS in {b.name for b in list_backends(home)}
+    go_next(qtbot, w, PageId.FINISH)
+    assert "restored" in w.page_of(PageId.FINISH).body.text()
+
+
+def test_repair_branch_fixes_a_bom_manifest(qtbot, make_wizard, tmp_path: Path) -> None:
+    home = make_home(tmp_path)
+    ir = execute_install(plan_install(home, make_backend_folder(tmp_path / "src", name=OURS)), provenance={})
+    manifest = ir.dest / "backend-manifest.json"
+    manifest.write_bytes(b"\xef\xbb\xbf" + manifest.read_bytes())
+    w = make_wizard(WizardConfig(home=home, report_file=REPORTS / "ivybridge-gtx770.json"))
+    w.show()
+    w.page_of(PageId.WELCOME).repair_radio.click()
+    go_next(qtbot, w, PageId.REPAIR)
+    page = w.page_of(PageId.REPAIR)
+    qtbot.waitUntil(lambda: not page.busy() and bool(page.findings), timeout=30000)
+    assert any("BOM" in f.explanation or "bom" in f.code for f in page.findings), [str(f) for f in page.findings]
+    assert page.fix_button.isEnabled()
+    page.fix_button.click()
+    qtbot.waitUntil(lambda: "Before:" in page.before_after.text(), timeout=30000)
+    assert not manifest.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert close_error_dialogs() == []
+    go_next(qtbot, w, PageId.FINISH)
+    assert "Before:" in w.page_of(PageId.FINISH).body.text()
