@@ -7,7 +7,7 @@ block every ~100 ms; the document keeps at most `max_blocks` lines (the full log
 from __future__ import annotations
 
 from PySide6.QtCore import QTimer, Slot
-from PySide6.QtGui import QFont, QFontDatabase, QTextCursor
+from PySide6.QtGui import QFont, QFontDatabase
 from PySide6.QtWidgets import QPlainTextEdit, QWidget
 
 FLUSH_INTERVAL_MS = 100
@@ -47,10 +47,12 @@ class LogView(QPlainTextEdit):
         self._pending = []
         bar = self.verticalScrollBar()
         at_bottom = bar.value() >= bar.maximum() - 2
+        hpos = self.horizontalScrollBar().value()
         self.appendPlainText("\n".join(batch))
+        # Follow the end only when the user has not scrolled up; never jump sideways (no cursor move).
         if at_bottom:
-            self.moveCursor(QTextCursor.MoveOperation.End)
             bar.setValue(bar.maximum())
+        self.horizontalScrollBar().setValue(hpos)
 
     def clear_log(self) -> None:
         self._pending = []

@@ -50,7 +50,7 @@ def cpu_notes(cpu: CpuInfo | None) -> list[str]:
     if cpu.hypervisor:
         notes.append("This is a virtual machine: it may hide instructions the real processor has.")
     if cpu.logical_cpus:
-        notes.append(f"{cpu.logical_cpus} logical processors.")
+        notes.append(f"Logical processors: {cpu.logical_cpus}.")
     return notes
 
 

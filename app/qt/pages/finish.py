@@ -7,8 +7,9 @@ from typing import Any
 from PySide6.QtWidgets import QVBoxLayout
 
 from app.core.flow import Branch, PageId
-from app.core.paths import user_data_dir, user_log_dir
+from app.core.paths import user_log_dir
 from app.qt.pages.base import FlowPage, para
+from app.qt.state import core
 from app.qt.text import BATCH_SIZE_TIP, RESTART_STEPS, WHERE_TO_PICK
 
 
@@ -52,7 +53,9 @@ def finish_paragraphs(state: Any) -> list[str]:
     where = [f"Logs: {user_log_dir()}"]
     if state.log_path:
         where.append(f"This run's log: {state.log_path}")
-    where.append(f"Backups of anything replaced or removed: {user_data_dir() / 'backups'}")
+    if state.home is not None:
+        backups = core("app.core.lmstudio.journal").state_dir(state.home.path) / "backups"
+        where.append(f"Backups of anything replaced or removed: {backups}")
     paras.append("\n".join(where))
     return paras
 

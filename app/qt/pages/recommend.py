@@ -8,6 +8,7 @@ from PySide6.QtCore import Slot
 from PySide6.QtWidgets import (
     QButtonGroup,
     QCheckBox,
+    QHBoxLayout,
     QPushButton,
     QRadioButton,
     QScrollArea,
@@ -69,7 +70,10 @@ class RecommendationPage(FlowPage):
         self.why_not_text = para(rich=True, name="Why not the others")
         self.why_not_text.setVisible(False)
         self.why_not_button.toggled.connect(self._on_why_not_toggled)
-        lay.addWidget(self.why_not_button)
+        row = QHBoxLayout()
+        row.addWidget(self.why_not_button)
+        row.addStretch(1)
+        lay.addLayout(row)
         lay.addWidget(self.why_not_text)
         self.group = QButtonGroup(self)
         self.group.idToggled.connect(self._on_candidate_toggled)

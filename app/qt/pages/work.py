@@ -6,7 +6,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from PySide6.QtCore import QUrl, Slot
+from PySide6.QtCore import QSize, QUrl, Slot
 from PySide6.QtGui import QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import (
     QHBoxLayout,
@@ -43,7 +43,8 @@ class WorkPage(FlowPage):
         top = QHBoxLayout()
         self.stage_list = QListWidget()
         self.stage_list.setAccessibleName("Stages")
-        self.stage_list.setMaximumWidth(190)
+        self.stage_list.setMaximumWidth(200)
+        self.stage_list.setIconSize(QSize(16, 16))
         top.addWidget(self.stage_list)
         right = QVBoxLayout()
         self.status = para(name="Current stage")
