@@ -9,7 +9,7 @@ import traceback
 from types import TracebackType
 
 from PySide6 import __version__ as PYSIDE_VERSION
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Slot
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
     QApplication,
@@ -106,6 +106,10 @@ class ErrorDialog(QDialog):
         self.details_button.setText("Hide &details" if on else "Show &details")
         self.adjustSize()
 
+    @Slot(int)
+    def _on_finished(self, _result: int) -> None:
+        _OPEN.discard(self)
+
     def _on_copy_clicked(self) -> None:
         QGuiApplication.clipboard().setText(self.details.toPlainText())
 
@@ -114,11 +118,17 @@ def _esc(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\n", "<br>")
 
 
+# Open dialogs without a parent would be garbage-collected (and vanish) as soon as show_error returns.
+_OPEN: set[ErrorDialog] = set()
+
+
 def show_error(parent: QWidget | None, exc: BaseException, *, title: str = "Something went wrong",
                extra: str = "") -> ErrorDialog:
     """Show the one error dialog (modal, non-blocking for the caller) and return it."""
     dlg = ErrorDialog(as_unlocked_error(exc), parent, title=title, extra=extra)
     dlg.setModal(True)
+    _OPEN.add(dlg)
+    dlg.finished.connect(dlg._on_finished)
     dlg.show()
     return dlg
 
