@@ -19,6 +19,7 @@ import dataclasses
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -54,11 +55,15 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
     bench_bin = bench_binary()
-    results: list[tuple[str, str, float, float, float, float]] = []
+    # samples[(label, model)] = [(pp, tg) per round]; rounds rotate the build order so that machine noise
+    # (a shared 2-core VM) spreads over all builds; the table shows the median of the rounds.
+    samples: dict[tuple[str, str], list[tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="llama-bench-") as tmp:
         models = {q: write_tiny_gguf(Path(tmp) / f"tiny-{q}.gguf", quant=q) for q in ("q8_0", "f16")}
+        folders: dict[str, Path] = {}
         for label, (cpu, variant) in BUILDS.items():
             libs = rb.build(rb.plan_for(cpu, variant)).bin_dir
             folder = Path(tmp) / cpu
@@ -66,10 +71,14 @@ def main() -> int:
             for name in ("libggml-cpu.so.0.25.3", "libggml-base.so.0.25.3"):
                 os.unlink(folder / name)
                 shutil.copy2(libs / name, folder / name)
-            for q, model in models.items():
-                p = subprocess.run(
-                    [
-                        str(folder / "llama-bench"),
+            folders[label] = folder
+        labels = list(BUILDS)
+        for rnd in range(args.rounds):
+            order = labels[rnd % len(labels) :] + labels[: rnd % len(labels)]
+            for label in order:
+                for q, model in models.items():
+                    argv = [
+                        str(folders[label] / "llama-bench"),
                         "-m",
                         str(model),
                         "-t",
@@ -82,27 +91,28 @@ def main() -> int:
                         str(args.reps),
                         "-o",
                         "json",
-                    ],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-                rows = json.loads(p.stdout)
-                pp = next(r for r in rows if r["n_prompt"] > 0)
-                tg = next(r for r in rows if r["n_gen"] > 0)
-                results.append((label, q, pp["avg_ts"], pp["stddev_ts"], tg["avg_ts"], tg["stddev_ts"]))
-                print(f"{label} {q}: pp128 {pp['avg_ts']:.0f} t/s, tg32 {tg['avg_ts']:.0f} t/s", flush=True)
+                    ]
+                    rows = json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
+                    pp = next(r for r in rows if r["n_prompt"] > 0)["avg_ts"]
+                    tg = next(r for r in rows if r["n_gen"] > 0)["avg_ts"]
+                    samples.setdefault((label, q), []).append((pp, tg))
+                    print(f"round {rnd + 1} {label} {q}: pp128 {pp:.0f} t/s, tg32 {tg:.0f} t/s", flush=True)
     print()
     print(
-        f"llama-bench -t {args.threads} -p 128 -n 32 -r {args.reps}, {os.cpu_count()} CPUs, "
-        f"load {os.getloadavg()[0]:.1f}"
+        f"llama-bench -t {args.threads} -p 128 -n 32 -r {args.reps}, median of {args.rounds} rotated rounds, "
+        f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}"
     )
     print("| build | model | pp128 t/s | tg32 t/s | pp vs tailored | tg vs tailored |")
     print("|---|---|---|---|---|---|")
-    base = {q: (pp, tg) for label, q, pp, _s1, tg, _s2 in results if label.startswith("tailored")}
-    for label, q, pp, s1, tg, s2 in results:
-        bpp, btg = base[q]
-        print(f"| {label} | {q} | {pp:.0f} ± {s1:.0f} | {tg:.0f} ± {s2:.0f} | {pp / bpp:.2f}x | {tg / btg:.2f}x |")
+    med = {k: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v)) for k, v in samples.items()}
+    for (label, q), (pp, tg) in med.items():
+        bpp, btg = med[(labels[0], q)]
+        lo_pp, hi_pp = min(x[0] for x in samples[(label, q)]), max(x[0] for x in samples[(label, q)])
+        lo_tg, hi_tg = min(x[1] for x in samples[(label, q)]), max(x[1] for x in samples[(label, q)])
+        print(
+            f"| {label} | {q} | {pp:.0f} ({lo_pp:.0f}–{hi_pp:.0f}) | {tg:.0f} ({lo_tg:.0f}–{hi_tg:.0f}) | "
+            f"{pp / bpp:.2f}x | {tg / btg:.2f}x |"
+        )
     return 0
 
 
