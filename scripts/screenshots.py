@@ -10,6 +10,7 @@ Usage: QT_QPA_PLATFORM=offscreen .venv/bin/python scripts/screenshots.py [OUT_DI
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -30,6 +31,13 @@ from app.qt.wizard import UnlockedWizard  # noqa: E402
 from app.qt.worker import JobState  # noqa: E402
 
 SIZE = (860, 640)
+README_SHOTS = {
+    "welcome": "01-welcome",
+    "hardware": "02-hardware",
+    "recommend": "03-recommendation",
+    "work": "05b-work-build-running",
+    "repair": "08-repair-findings",
+}
 
 
 def wait(app: QApplication, cond: Callable[[], bool], timeout: float = 60) -> None:
@@ -219,6 +227,11 @@ def main() -> int:
     next_page(app, w)
     s.shot(w, "09c-finish-uninstall")
     w.close()
+
+    # The names README.md shows.
+    for alias, src in README_SHOTS.items():
+        shutil.copyfile(out / f"{src}.png", out / f"{alias}.png")
+        print(out / f"{alias}.png")
     return 0
 
 
