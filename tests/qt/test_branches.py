@@ -211,3 +211,19 @@ def test_repair_branch_fixes_a_bom_manifest(qtbot, make_wizard, tmp_path: Path) 
     assert close_error_dialogs() == []
     go_next(qtbot, w, PageId.FINISH)
     assert "Before:" in w.page_of(PageId.FINISH).body.text()
+
+
+def test_haswell_with_kepler_k80_expert_may_continue(qtbot, make_wizard, tmp_path: Path) -> None:
+    """The official CPU backend works, yet a CUDA build for the K80 exists: Next finishes unless the expert insists."""
+    w, _home = start(make_wizard, tmp_path, "haswell-k80")
+    to_recommendation(qtbot, w)
+    rec = w.page_of(PageId.RECOMMENDATION)
+    assert rec.official_box.isVisible() and rec.expert_check.isVisible()
+    assert w.state.candidate.variant == "cuda"
+    assert rec.nextId() == int(PageId.FINISH)
+    rec.expert_check.click()
+    assert rec.nextId() == int(PageId.METHOD)
+    go_next(qtbot, w, PageId.METHOD)
+    method = w.page_of(PageId.METHOD)
+    qtbot.waitUntil(lambda: bool(method.options), timeout=60000)
+    close_error_dialogs()

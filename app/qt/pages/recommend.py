@@ -95,6 +95,8 @@ class RecommendationPage(FlowPage):
         rec = st.recommendation
         self.summary.setText(str(getattr(rec, "summary", "")))
         self.official_box.setVisible(st.official_works)
+        # "Continue anyway" only makes sense when there is something to continue with.
+        self.expert_check.setVisible(st.has_candidate)
         self.expert_check.setChecked(st.expert_continue)
         self._fill(list(getattr(rec, "candidates", ()) or ()))
         rejected = list(getattr(rec, "rejected", ()) or ())
