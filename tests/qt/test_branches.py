@@ -227,3 +227,25 @@ def test_haswell_with_kepler_k80_expert_may_continue(qtbot, make_wizard, tmp_pat
     method = w.page_of(PageId.METHOD)
     qtbot.waitUntil(lambda: bool(method.options), timeout=60000)
     close_error_dialogs()
+
+
+def test_patch_only_preselected_when_the_audit_proves_it_safe(qtbot, make_wizard, tmp_path: Path) -> None:
+    """A real AVX-only ELF (gcc -mavx) in the official Vulkan pack: patch-only is the cheapest safe way."""
+    from tests.core.test_patchonly import AVX_SRC, build_lib, put_lib
+
+    home = make_home(tmp_path)
+    put_lib(home, build_lib(tmp_path, AVX_SRC, ["-mavx"], "avx"))
+    w, _ = start(make_wizard, tmp_path, "ivybridge-gtx770", home=home)
+    to_recommendation(qtbot, w)
+    go_next(qtbot, w, PageId.METHOD)
+    method = w.page_of(PageId.METHOD)
+    qtbot.waitUntil(lambda: bool(method.options), timeout=60000)
+    assert w.state.method is Method.PATCH, [(o.method, o.note) for o in method.options]
+    go_next(qtbot, w, PageId.WORK)
+    work = w.page_of(PageId.WORK)
+    qtbot.waitUntil(lambda: work.controller.state in (JobState.SUCCEEDED, JobState.FAILED), timeout=60000)
+    assert close_error_dialogs() == [], work.diagnostics()
+    assert [work.stage_list.item(i).text() for i in range(work.stage_list.count())] == ["audit", "clone and install"]
+    go_next(qtbot, w, PageId.VERIFY)
+    assert f"{OURS}@2.14.0" in w.page_of(PageId.VERIFY).where.text()
+    assert f"{OURS}@2.14.0" in {b.ident for b in list_backends(home)}
