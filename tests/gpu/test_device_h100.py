@@ -60,7 +60,10 @@ def test_plan_from_the_recorded_report_is_the_plan_the_device_built() -> None:
                       cmake="/opt/torch/.venv/bin/cmake", ninja="/opt/torch/.venv/bin/ninja")
     assert plan.cuda_architectures == "90" and plan.gpu_targets == ("9.0",)
     defines = [a for a in plan.configure.argv if a.startswith("-D")]
-    assert defines == [a for a in built["configure"] if a.startswith("-D")]
+    ran = [a for a in built["configure"] if a.startswith("-D")]
+    # Added to the plan after the device run (needed for full builds of that tag; changes no CUDA/ISA option).
+    later = {"-DLLAMA_BUILD_APP=OFF"}
+    assert [a for a in defines if a not in later] == ran
     assert list(plan.targets) == built["targets"]
     manifest = json.loads((D / "cuda-manifest.json").read_text())
     assert manifest["gpu"]["targets"] == ["9.0"] and manifest["cpu"]["instruction_set_extensions"] == ["AVX"]
