@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +90,17 @@ def run_build_cmd(args: argparse.Namespace) -> int:
     report = (
         None if args.generic and not (args.report or args.cpuinfo) else report_from_sources(args.report, args.cpuinfo)
     )
+    last = [-1]
+
+    def download_progress(p: Any) -> None:
+        pct = int(p.fraction * 100) if p.fraction is not None else -1
+        if pct // 10 != last[0] // 10 and not args.json:
+            last[0] = pct
+            size = f"{p.done / 1e6:.1f} MB" + (f" of {p.total / 1e6:.1f} MB" if p.total else "")
+            sys.stderr.write(f"downloading llama.cpp source: {size}\n")
+
     job = prepare_job(
+        progress=download_progress,
         template=template,
         variant=args.variant,
         report=report,

@@ -312,3 +312,42 @@ def test_plan_only_uses_the_cached_source_tree(template_dir: Path, tmp_path: Pat
     plan = json.loads(p.stdout)["plan"]
     assert plan["llama_cpp"]["source"] == str(tree.root)
     assert plan["configure"][2] == str(tree.root)
+
+
+def test_tag_download_with_progress_then_a_configure_that_cannot_be_verified(
+    template_dir: Path, tmp_path: Path
+) -> None:
+    """The tag archive comes from a local mirror (real HTTP); it is not really llama.cpp, so CMake configures it but
+    ignores every ggml option: the build must stop after configure with a clear error, not build blind."""
+    from tests.core.build.test_source_patches import tiny_tree
+    from tests.httpserver import LocalHTTPServer
+
+    with LocalHTTPServer() as srv:
+        srv.add("/m/b4242.tar.gz", tiny_tree("llama.cpp-b4242"))
+        os.environ["LMS_UNLOCKED_LLAMA_ARCHIVE_URL"] = srv.url("/m/{tag}.tar.gz")
+        try:
+            p = run(
+                "build",
+                "--variant",
+                "cpu-avx1",
+                "--template-dir",
+                str(template_dir),
+                "--cpuinfo",
+                IVY,
+                "--tag",
+                "b4242",
+                "--force",
+                "--no-smoke",
+                "--out",
+                str(tmp_path / "out"),
+                tmp_path=tmp_path,
+            )
+        finally:
+            del os.environ["LMS_UNLOCKED_LLAMA_ARCHIVE_URL"]
+    assert p.returncode == 1, (p.stdout[-2000:], p.stderr[-2000:])
+    assert "downloading llama.cpp source" in p.stderr
+    assert "CMake ignored some of our -D options" in p.stderr and "GGML_AVX" in p.stderr
+    assert "Traceback" not in p.stderr
+    assert not (tmp_path / "out").exists()
+    index = json.loads((tmp_path / "cache" / "llama-src" / "index.json").read_text())
+    assert index["archives"]["b4242"]["url"].endswith("/m/b4242.tar.gz")

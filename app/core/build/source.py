@@ -27,6 +27,14 @@ from app.core.fetch.download import DownloadProgress, download_file, hash_file
 from app.core.runner import CancelToken
 
 GITHUB_ARCHIVE_URL = "https://github.com/ggml-org/llama.cpp/archive/refs/tags/{tag}.tar.gz"
+# A mirror (or a local test server): a URL template with {tag}.
+ARCHIVE_URL_ENV = "LMS_UNLOCKED_LLAMA_ARCHIVE_URL"
+
+
+def archive_url(tag: str) -> str:
+    return os.environ.get(ARCHIVE_URL_ENV, GITHUB_ARCHIVE_URL).format(tag=tag)
+
+
 MARKER = ".lms-unlocked-source.json"
 # Never copied/extracted: VCS metadata, docs and the 75 MB of vocab-only models (not needed to build).
 _SKIP_PARTS = frozenset({".git", ".github", "docs", "models", "media", "benches"})
@@ -89,7 +97,7 @@ def obtain_archive(
     archives: dict[str, Any] = index.setdefault("archives", {})
     entry = archives.get(tag)
     dest = base / "archives" / f"{tag}.tar.gz"
-    the_url = url or GITHUB_ARCHIVE_URL.format(tag=tag)
+    the_url = url or archive_url(tag)
     if isinstance(entry, dict) and entry.get("sha256") and dest.is_file():
         actual, _n = hash_file(dest, cancel=cancel)
         if actual == entry["sha256"]:
@@ -231,7 +239,7 @@ def prepare_source(
                 hint="Give --tag bNNNN, or --source DIR|ARCHIVE for offline builds.",
             )
         archive, sha = obtain_archive(tag, cache_root=cache_root, url=url, progress=progress, cancel=cancel)
-        origin, key = url or GITHUB_ARCHIVE_URL.format(tag=tag), f"{tag}-{sha[:12]}"
+        origin, key = url or archive_url(tag), f"{tag}-{sha[:12]}"
         src_path: Path = archive
     else:
         src_path = Path(source).expanduser()

@@ -99,6 +99,14 @@ def test_prepare_source_from_tag_archive(tmp_path: Path) -> None:
     assert t2.root == t.root
 
 
+def test_archive_url_can_point_at_a_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with LocalHTTPServer() as srv:
+        srv.add("/mirror/b77.tar.gz", tiny_tree("llama.cpp-b77"))
+        monkeypatch.setenv("LMS_UNLOCKED_LLAMA_ARCHIVE_URL", srv.url("/mirror/{tag}.tar.gz"))
+        t = prepare_source(tag="b77", commit=None, cache_root=tmp_path)
+    assert t.root.name == "llama.cpp-b77" and t.origin.endswith("/mirror/b77.tar.gz")
+
+
 def test_prepare_source_from_dir_and_zip(tmp_path: Path) -> None:
     src = tmp_path / "src"
     with tarfile.open(fileobj=io.BytesIO(tiny_tree("llama.cpp")), mode="r:gz") as tf:
