@@ -95,12 +95,22 @@ class UnlockedWizard(QWizard):
         return ctl.wait(5000)
 
     def _may_close(self) -> bool:
-        if self._running_work() is None:
-            return True
-        if not self.ask_cancel():
-            return False
+        if self._running_work() is not None:
+            if not self.ask_cancel():
+                return False
+            self.closing = True
+            if not self.cancel_and_wait():
+                return False
         self.closing = True
-        return self.cancel_and_wait()
+        self.wait_background()
+        return True
+
+    def wait_background(self, timeout_ms: int = 30000) -> None:
+        """Let short background calls (probe, costs, doctor) end, so no QThread dies while running."""
+        from app.qt.pages.base import Background
+
+        for bg in self.findChildren(Background):
+            bg.controller.wait(timeout_ms)
 
     # QDialog.closeEvent (the window's X) calls reject() too, and keeps the window if it stays visible.
     @Slot()

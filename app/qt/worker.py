@@ -96,6 +96,12 @@ class Worker(QObject):
             self.finished.emit(result)
         finally:
             self._close_log()
+            # End the thread's event loop from here too, so wait() works even while the GUI thread is
+            # blocked (e.g. closing the window) and cannot run JobController's queued slot.
+            thread = QThread.currentThread()
+            app = QCoreApplication.instance()
+            if app is not None and thread is not app.thread():
+                thread.quit()
 
     def _go_home(self) -> None:
         """Hand this object back to the GUI thread before the last signal, so it dies there and not in a

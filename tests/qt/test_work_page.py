@@ -141,3 +141,22 @@ def test_closing_the_window_during_work_asks_then_cancels_cleanly(qtbot, make_wi
     assert page.controller.state is JobState.CANCELLED
     qtbot.waitUntil(lambda: gone(child) and gone(grandchild), timeout=10000)
     assert close_error_dialogs() == []
+
+
+def test_closing_waits_for_a_short_background_call(qtbot, make_wizard, tmp_path: Path) -> None:
+    """Closing while a one-shot core call (probe, costs, doctor) runs must not destroy a running QThread."""
+    import time as _time
+
+    from app.qt.pages.base import Background
+
+    w = make_wizard(WizardConfig(home=tmp_path / "home"))
+    w.show()
+    page = w.page_of(PageId.REPAIR)
+    results: list[object] = []
+    bg = Background(page, lambda _ctx: _time.sleep(0.5) or "done", page.show_findings, page._on_job_failed)
+    bg.controller.worker.finished.connect(results.append)  # Qt queues it; recorded only if the GUI ran on
+    bg.start()
+    assert bg.controller.is_running()
+    w.close()
+    assert not w.isVisible()
+    assert not bg.controller._thread.isRunning()
