@@ -249,3 +249,27 @@ def test_patch_only_preselected_when_the_audit_proves_it_safe(qtbot, make_wizard
     go_next(qtbot, w, PageId.VERIFY)
     assert f"{OURS}@2.14.0" in w.page_of(PageId.VERIFY).where.text()
     assert f"{OURS}@2.14.0" in {b.ident for b in list_backends(home)}
+
+
+def test_live_probe_of_this_machine(qtbot, make_wizard, tmp_path: Path) -> None:
+    """No saved report: the Hardware page probes this machine for real (off the GUI thread)."""
+    w = make_wizard(WizardConfig(home=make_home(tmp_path)))
+    w.show()
+    go_next(qtbot, w, PageId.HARDWARE)
+    qtbot.waitUntil(lambda: w.state.report is not None, timeout=60000)
+    hw = w.page_of(PageId.HARDWARE)
+    assert w.state.report.source == "live"
+    assert "AVX" in hw.cpu_label.text() and hw.gpu_label.text().startswith("Graphics:")
+    assert close_error_dialogs() == []
+
+
+def test_welcome_without_lm_studio_blocks_next_until_a_folder_is_chosen(qtbot, make_wizard, tmp_path: Path) -> None:
+    w = make_wizard(WizardConfig(home=tmp_path / "no-such-home"))
+    w.show()
+    page = w.page_of(PageId.WELCOME)
+    assert not w.button(QWizard.WizardButton.NextButton).isEnabled()
+    assert "⚠" in page.home_label.text()
+    home = make_home(tmp_path)
+    page.set_home(home)  # what "Choose LM Studio folder…" does with the picked folder
+    assert w.button(QWizard.WizardButton.NextButton).isEnabled()
+    assert str(home) in page.home_label.text()
