@@ -39,6 +39,8 @@ class RepairPage(FlowPage):
         self.list = QListWidget()
         self.list.setAccessibleName("Findings")
         self.list.setWordWrap(True)
+        self.list.setSpacing(4)
+        self.list.setAlternatingRowColors(True)
         lay.addWidget(self.list, 1)
         row = QHBoxLayout()
         self.rescan_button = QPushButton("Check a&gain")
