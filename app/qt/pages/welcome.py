@@ -8,6 +8,7 @@ from PySide6.QtCore import Slot
 from PySide6.QtWidgets import QButtonGroup, QFileDialog, QGroupBox, QHBoxLayout, QPushButton, QRadioButton, QVBoxLayout
 
 from app.core.flow import Branch, PageId
+from app.qt.errors import show_error
 from app.qt.pages.base import FlowPage, para
 from app.qt.state import core
 from app.qt.text import INTRO
@@ -55,6 +56,7 @@ class WelcomePage(FlowPage):
         lay.addWidget(tasks)
         lay.addStretch(1)
         self.setTabOrder(self.choose_button, self.install_radio)
+        self.recovered: list[str] = []
 
     def initializePage(self) -> None:
         wiz = self.wiz()
@@ -65,7 +67,15 @@ class WelcomePage(FlowPage):
 
     def set_home(self, override: Path | str | None) -> None:
         home_mod = core("app.core.lmstudio.home")
-        self.wiz().state.home = home_mod.resolve_home(override)
+        home = home_mod.resolve_home(override)
+        self.wiz().state.home = home
+        self.recovered = []
+        if home.exists:
+            # Finish or undo a change a crash or kill interrupted, before anything else touches this home.
+            try:
+                self.recovered = core("app.core.lmstudio.install").recover(home)
+            except Exception as exc:
+                show_error(self, exc, title="Could not finish an interrupted change")
         self._show_home()
 
     def _show_home(self) -> None:
@@ -77,6 +87,8 @@ class WelcomePage(FlowPage):
             text = f"LM Studio's folder: {home.path}\n(found through {how})"
             if home.problem:
                 text += f"\n⚠ {home.problem}"
+            for msg in self.recovered:
+                text += f"\nRecovered an interrupted change: {msg}"
             self.home_label.setText(text)
         self.completeChanged.emit()
 
