@@ -273,3 +273,29 @@ def test_welcome_without_lm_studio_blocks_next_until_a_folder_is_chosen(qtbot, m
     page.set_home(home)  # what "Choose LM Studio folder…" does with the picked folder
     assert w.button(QWizard.WizardButton.NextButton).isEnabled()
     assert str(home) in page.home_label.text()
+
+
+def test_welcome_recovers_an_install_killed_midway(qtbot, make_wizard, tmp_path: Path) -> None:
+    """A real install process killed by the core's fault injection (SIGKILL after the move-in was recorded):
+    opening the wizard on that home rolls the change forward, as every CLI command start does."""
+    import os
+    import sys
+
+    home = make_home(tmp_path)
+    folder = make_backend_folder(tmp_path / "src", name=OURS)
+    driver = (
+        "import sys\nfrom pathlib import Path\nfrom app.core.lmstudio.install import execute_install, plan_install\n"
+        "none = lambda _h: []\n"
+        "execute_install(plan_install(sys.argv[1], Path(sys.argv[2]), processes=none), provenance={}, processes=none)\n"
+    )
+    env = dict(os.environ, LMS_UNLOCKED_FAULT="install:op1:recorded")
+    repo = Path(__file__).resolve().parents[2]
+    argv = [sys.executable, "-c", driver, str(home), str(folder)]
+    rc = subprocess.run(argv, env=env, timeout=60, cwd=repo).returncode
+    assert rc == -9, "the install was not killed midway"
+    w = make_wizard(WizardConfig(home=home))
+    w.show()
+    page = w.page_of(PageId.WELCOME)
+    assert page.recovered, "nothing was recovered"
+    assert "Recovered an interrupted change" in page.home_label.text()
+    assert f"{OURS}@2.14.0" in {b.ident for b in list_backends(home)}
