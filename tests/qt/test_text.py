@@ -57,3 +57,21 @@ def test_finish_text_per_branch() -> None:
     assert needs_batch_tip(st)  # a Kepler card: the evaluation-batch-size tip applies
     st = WizardState(branch=Branch.INSTALL, report=load_report_file(REPORTS / "ivybridge.json"))
     assert not needs_batch_tip(st)
+
+
+def test_finish_warns_about_lm_studio_auto_update(tmp_path) -> None:
+    from app.core.lmstudio.home import resolve_home
+    from app.qt.jobs import InstallOutcome
+    from app.qt.pages.finish import auto_update_warnings
+    from tests.lmstudio_homes import make_home
+
+    home = resolve_home(make_home(tmp_path, settings={"autoUpdateExtensionPacks": True}))
+    from app.core.recommend import recommend
+
+    report = load_report_file(REPORTS / "ivybridge.json")
+    st = WizardState(branch=Branch.INSTALL, home=home, work_succeeded=True, outcome=InstallOutcome("x@1", tmp_path),
+                     report=report, recommendation=recommend(report))
+    text = "\n".join(finish_paragraphs(st))
+    assert "Auto-update selected Runtime Extension Packs" in text and "x@1 is installed" in text
+    quiet = resolve_home(make_home(tmp_path, settings={"autoUpdateExtensionPacks": False}, dirname="h2"))
+    assert auto_update_warnings(WizardState(home=quiet)) == []

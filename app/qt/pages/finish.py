@@ -23,6 +23,22 @@ def needs_batch_tip(state: Any) -> bool:
     )
 
 
+def auto_update_warnings(state: Any) -> list[str]:
+    """LM Studio's auto-update / auto-delete toggles can deselect or remove the backend (reference §14)."""
+    if state.home is None:
+        return []
+    settings = core("app.core.lmstudio.prefs").read_settings(state.home)
+    out = []
+    if settings.auto_update_extension_packs:
+        out.append("LM Studio's “Auto-update selected Runtime Extension Packs” is on: an update can move the "
+                   "selection back to an official pack. Turn it off in Mission Control → Runtime (the Repair "
+                   "branch of this wizard can do it for you).")
+    if settings.auto_delete_extension_packs:
+        out.append("LM Studio's “Auto-delete least recently used Runtime Extension Packs” is on: it can delete "
+                   "this backend. Turn it off in Mission Control → Runtime.")
+    return out
+
+
 def finish_paragraphs(state: Any) -> list[str]:
     """The Finish page's text for this run, as paragraphs (pure; unit-tested)."""
     paras: list[str] = []
@@ -44,6 +60,7 @@ def finish_paragraphs(state: Any) -> list[str]:
                 paras.append(WHERE_TO_PICK)
             if needs_batch_tip(state):
                 paras.append(BATCH_SIZE_TIP)
+            paras += auto_update_warnings(state)
     elif state.branch is Branch.REPAIR:
         paras.append(state.repair_summary or "No repair was made.")
         paras.append(RESTART_STEPS)
