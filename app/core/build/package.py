@@ -49,6 +49,7 @@ class PackageResult:
     violations: tuple[Violation, ...] = ()
     abi_missing: tuple[MissingSymbol, ...] = ()
     provenance: dict[str, Any] = field(default_factory=dict)
+    server: str | None = None  # relative path of our llama-server when the 2.x server path was replaced
 
 
 def library_file_names(target: str, platform: str) -> tuple[str, ...]:
@@ -150,11 +151,14 @@ def package_backend(
     new_name: str | None = None,
     extra_provenance: dict[str, Any] | None = None,
     on_step: Callable[[str], None] | None = None,
+    server_subdir: str | None = "unlocked-server",
 ) -> PackageResult:
     """Clone `template_dir` into `dest_dir` with the build's libraries; guard ABI and ISA; write provenance.
 
     Args:
         usable_isa: the target CPU's ISA (canonical names); default: what the plan's build needs.
+        server_subdir: when the plan builds llama-server (2.x), put it with all its libraries into this
+            sub-folder and repoint the manifest's executable_relative_path; None replaces it in place.
 
     Raises:
         PackageError, AbiError, IsaViolationError (and `dest_dir` is removed again).
@@ -163,7 +167,28 @@ def package_backend(
     name = new_name or our_backend_name(template_name, plan.variant)
     suffix = display_suffix if display_suffix is not None else f"({plan.variant}, lms-unlocked)"
     step("mapping libraries")
-    repl = replacement_map(Path(bin_dir), Path(template_dir), plan.swap_targets, platform)
+    server = "llama-server" in plan.swap_targets
+    lib_targets = (
+        tuple(t for t in plan.swap_targets if t != "llama-server") if server and server_subdir else (plan.swap_targets)
+    )
+    repl = replacement_map(Path(bin_dir), Path(template_dir), lib_targets, platform)
+    added: dict[str, Path] = {}
+    links: dict[str, str] = {}
+    server_rel: str | None = None
+    if server and server_subdir:
+        # The server and every library it loads go into their own sub-folder (reference §9.1, preferred 2.x
+        # layout): it finds them next to itself ($ORIGIN / the exe's folder), LM Studio's files stay untouched.
+        exe = "llama-server.exe" if platform == "win" else "llama-server"
+        for p in sorted(Path(bin_dir).iterdir()):
+            is_lib = ".so" in p.name or p.suffix.lower() in (".dll", ".dylib")
+            if p.name == exe or is_lib:
+                if p.is_symlink():
+                    links[f"{server_subdir}/{p.name}"] = os.readlink(p)
+                elif p.is_file():
+                    added[f"{server_subdir}/{p.name}"] = p
+        if f"{server_subdir}/{exe}" not in added:
+            raise PackageError(f"The build has no {exe}.", context=str(bin_dir), hint="Re-run the build.")
+        server_rel = f"{server_subdir}/{exe}"
     step("cloning template")
     clone_template(
         Path(template_dir),
@@ -172,17 +197,20 @@ def package_backend(
         ise=list(plan.manifest_ise),
         display_suffix=suffix,
         gpu_targets=list(plan.gpu_targets) if plan.gpu_targets else None,
-        replace_files=repl,
+        replace_files={**repl, **added},
+        server_relpath=server_rel,
     )
     try:
+        for rel, target in links.items():
+            os.symlink(target, Path(dest_dir) / rel)
         if platform == "linux":
             step("run paths and exec bits")
-            for rel in repl:
+            for rel in [*repl, *added]:
                 p = Path(dest_dir) / rel
                 ensure_origin_runpath(p)
                 _make_executable(p)
         step("ABI guard")
-        missing = check_abi(Path(dest_dir), list(repl), template_folder=Path(template_dir))
+        missing = check_abi(Path(dest_dir), [*repl, *added], template_folder=Path(template_dir))
         require_abi(missing, folder=Path(dest_dir))
         step("ISA audit")
         fa = audit_folder(dest_dir)
@@ -206,6 +234,8 @@ def package_backend(
             "isa": list(plan.isa),
             "gpu_targets": list(plan.gpu_targets),
             "replaced": sorted(repl),
+            "added": sorted([*added, *links]),
+            "server": server_rel,
             "generic": plan.generic,
             **(extra_provenance or {}),
         }
@@ -213,4 +243,4 @@ def package_backend(
     except BaseException:
         shutil.rmtree(dest_dir, ignore_errors=True)
         raise
-    return PackageResult(Path(dest_dir), name, tuple(sorted(repl)), fa, (), (), prov)
+    return PackageResult(Path(dest_dir), name, tuple(sorted(repl)), fa, (), (), prov, server_rel)

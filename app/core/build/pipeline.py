@@ -219,19 +219,24 @@ def run_job(
     sm: SmokeResult | None = None
     if smoke:
         step("smoke test")
-        sm = smoke_folder(job, res, qemu_cpu=qemu_cpu, cancel=cancel)
+        sm = smoke_folder(job, res, qemu_cpu=qemu_cpu, cancel=cancel, server_rel=pkg.server)
         require_smoke(sm, folder=job.out_dir)
     return JobResult(job, res, pkg, sm)
 
 
 def smoke_folder(
-    job: BuildJob, res: BuildResult, *, qemu_cpu: str | None = None, cancel: CancelToken | None = None
+    job: BuildJob,
+    res: BuildResult,
+    *,
+    qemu_cpu: str | None = None,
+    cancel: CancelToken | None = None,
+    server_rel: str | None = None,
 ) -> SmokeResult:
     """Smoke-test the packaged folder: its own llama-server for 2.x templates that have one, else llama-simple
     from the build run against the folder's libraries (copied next to them for the run, then removed)."""
     folder = job.out_dir
     fw = job.plan.framework
-    server = folder / (job.template.server_relpath or "llama-server")
+    server = folder / (server_rel or job.template.server_relpath or "llama-server")
     env = {"GGML_VK_VISIBLE_DEVICES": "0"} if fw == "vulkan" and _only_cpu_vulkan(job.report) else {}
     if job.template.generation == "2.x" and server.is_file():
         plan = plan_smoke(
@@ -239,7 +244,7 @@ def smoke_folder(
             shipped_model(),
             framework=fw,
             kind="server",
-            program=server.name,
+            program=server.relative_to(folder).as_posix(),
             qemu_cpu=qemu_cpu if qemu_cpu and have_qemu() else None,
             env=env,
         )

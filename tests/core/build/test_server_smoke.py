@@ -42,3 +42,28 @@ def test_server_sigill_under_old_cpu(server_bin: Path, tmp_path: Path) -> None:
     rb.copy_bin(server_bin, folder)
     r = run_smoke(plan_smoke(folder, shipped_model(), kind="server", qemu_cpu="Westmere", n_tokens=4), timeout=120)
     assert not r.ok and r.sigill, r
+
+
+def test_2x_package_puts_the_server_in_a_subfolder_and_it_runs(server_bin: Path, tmp_path: Path) -> None:
+    """2.x template (tests/lmstudio_homes stand-in with engine_protocol_server + artifacts file): the rebuilt server
+    and its libraries go to unlocked-server/, the manifest and artifacts point there, and that server answers."""
+    import json
+
+    from app.core.build.package import package_backend
+    from tests.lmstudio_homes import write_backend
+
+    tmpl = write_backend(tmp_path / "llama.cpp-linux-x86_64-avx2-2.14.0", "linux-cpu-2.14.0")
+    plan = rb.server_plan()
+    res = package_backend(
+        plan, server_bin, tmpl, tmp_path / "out", template_name="llama.cpp-linux-x86_64-avx2", template_version="2.14.0"
+    )
+    assert res.server == "unlocked-server/llama-server"
+    m = json.loads((res.folder / "backend-manifest.json").read_text())
+    assert m["engine_protocol_server"]["executable_relative_path"] == "unlocked-server/llama-server"
+    art = json.loads((res.folder / "engine-protocol-server-artifacts.json").read_text())
+    assert art["executable_relative_path"] == "unlocked-server/llama-server"
+    assert (tmpl / "llama-server").read_bytes() == (res.folder / "llama-server").read_bytes()  # LM Studio's kept
+    assert (res.folder / "unlocked-server" / "libggml-cpu.so").is_symlink()
+    assert res.audit.get("unlocked-server/llama-server").counted
+    r = run_smoke(plan_smoke(res.folder, shipped_model(), kind="server", program=res.server, n_tokens=8), timeout=120)
+    assert r.ok and r.tokens == 8, r
