@@ -283,22 +283,28 @@ def run_process(
                         on_progress(p)
 
         eof = False
-        while not eof:
-            if cancel.cancelled and not cancelled:
-                cancelled = True
-                kill_process_tree(proc)
-            if timeout is not None and not timed_out and time.monotonic() - start > timeout:
-                timed_out = True
-                kill_process_tree(proc)
-            try:
-                chunk = q.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if chunk is None:
-                eof = True
-            else:
-                handle(splitter.feed(chunk))
-        handle(splitter.flush())
+        try:
+            while not eof:
+                if cancel.cancelled and not cancelled:
+                    cancelled = True
+                    kill_process_tree(proc)
+                if timeout is not None and not timed_out and time.monotonic() - start > timeout:
+                    timed_out = True
+                    kill_process_tree(proc)
+                try:
+                    chunk = q.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if chunk is None:
+                    eof = True
+                else:
+                    handle(splitter.feed(chunk))
+            handle(splitter.flush())
+        except BaseException:
+            # Ctrl+C in the CLI, or a callback that raised: the child runs in its own process group and would
+            # not see the signal, so take the whole tree down before propagating.
+            kill_process_tree(proc, grace=1.0)
+            raise
         returncode = proc.wait()
         if sys.platform != "win32":
             # The leader is gone; kill anything it left in its group (e.g. a detached compiler).

@@ -155,3 +155,20 @@ def test_env_is_layered_on_the_environment() -> None:
     got: list[str] = []
     run_process(plan, on_line=got.append, check=True)
     assert got == ["42 True"]
+
+
+def test_a_callback_that_raises_still_kills_the_tree() -> None:
+    """Ctrl+C in the CLI or an exception in a UI callback must not leave the compilers running."""
+    pids: list[int] = []
+
+    def on_line(line: str) -> None:
+        if line == "started":
+            pids.extend(c.pid for c in psutil.Process().children(recursive=True))
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_process(ProcessPlan(argv=("bash", "-c", "sleep 300 & sleep 300 & echo started; wait")), on_line=on_line)
+    assert len(pids) >= 2
+    time.sleep(0.2)
+    alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert alive == []
