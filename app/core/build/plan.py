@@ -152,7 +152,7 @@ def cuda_targets(report: HardwareReport, extra: tuple[str, ...] = ()) -> tuple[s
 def target_isa(report: HardwareReport | None, variant: Variant, *, generic: bool) -> tuple[str, ...]:
     """The canonical ISA the build may use: the CPU's, capped by the variant (or the variant's generic set)."""
     if generic:
-        key = "noavx" if variant.ise == "noavx" else ("cpu-avx1" if variant.ise == "avx1" else "avx2")
+        key = "noavx" if variant.ise == "noavx" else ("cpu-avx1" if variant.ise == "avx1" else "haswell")
         flags = cmake_isa_flags([], generic=key)
         return sort_isa(isa_from_cmake_flags(flags))
     if report is None or report.cpu is None:

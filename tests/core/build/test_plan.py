@@ -136,6 +136,11 @@ def test_generic_flags_ignore_the_cpu() -> None:
     p = plan_build(None, "cpu-avx1", SRC, build_root=ROOT, generic=True)
     assert p.generic and "-DGGML_F16C=OFF" in p.cmake_defines and "-DGGML_AVX=ON" in p.cmake_defines
     assert plan_build(None, "noavx", SRC, build_root=ROOT, generic=True).manifest_ise == ()
+    # AVX2 variants (e.g. CUDA packs for AVX2 CPUs in the release matrix) use the haswell baseline.
+    for v in ("cpu-avx2", "cuda-avx2"):
+        p2 = plan_build(None, v, SRC, build_root=ROOT, generic=True, extra_cuda_targets=("6.1",), cuda_version=(12, 4))
+        assert "-DGGML_AVX2=ON" in p2.cmake_defines and "-DGGML_AVX512=OFF" in p2.cmake_defines
+        assert p2.manifest_ise == ("AVX2",)
 
 
 def test_variant_that_the_cpu_cannot_run_is_refused() -> None:
