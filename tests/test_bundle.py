@@ -324,13 +324,8 @@ def test_wizard_opens_on_a_real_x_server(bundle: Path, env: dict[str, str], xvfb
     _assert_clean_wizard_run(*_run_wizard(bundle, x_env))
 
 
-# Calls that predate this check, reported to their owners (docs in /tmp/notes/7.md): remove an entry once fixed.
-KNOWN_BARE_SUBPROCESS_CALLS = {
-    "app/core/build/patches.py:_run",
-    "app/core/build/package.py:ensure_origin_runpath",
-    "app/core/build/prereq.py:_run",
-    "app/core/hardware/nvidia.py:_run",
-}
+# Every call in app/ passes stdin and the no-console flags now; keep it that way.
+KNOWN_BARE_SUBPROCESS_CALLS: set[str] = set()
 
 
 def _bare_subprocess_calls() -> set[str]:

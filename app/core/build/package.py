@@ -30,6 +30,7 @@ from app.core.errors import UnlockedError
 from app.core.lmstudio.clone import clone_template
 from app.core.lmstudio.naming import our_backend_name
 from app.core.lmstudio.provenance import write_provenance
+from app.core.runner import popen_platform_kwargs
 
 
 class PackageError(UnlockedError):
@@ -128,7 +129,10 @@ def ensure_origin_runpath(path: Path, *, patchelf: str | None = None) -> bool:
         raise PackageError(
             f"{path.name} needs RUNPATH $ORIGIN and patchelf is not installed.", hint="apt-get install patchelf"
         )
-    subprocess.run([tool, "--set-rpath", "$ORIGIN", str(path)], check=True, capture_output=True)
+    subprocess.run(
+        [tool, "--set-rpath", "$ORIGIN", str(path)], check=True, capture_output=True, stdin=subprocess.DEVNULL,
+        **popen_platform_kwargs(),
+    )
     return True
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from app.core.errors import UnlockedError
 from app.core.paths import patches_dir
+from app.core.runner import popen_platform_kwargs
 
 WHEN_VALUES = ("always", "vulkan", "cuda", "cuda-kepler")
 _TAG_RE = re.compile(r"^b(\d+)$")
@@ -114,7 +115,10 @@ def _patch_argv(patch_file: Path, tree: Path, *, dry_run: bool, reverse: bool = 
 
 
 def _run(argv: list[str], cwd: Path) -> tuple[int, str]:
-    p = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, errors="replace", check=False)
+    p = subprocess.run(
+        argv, cwd=cwd, capture_output=True, text=True, errors="replace", check=False, stdin=subprocess.DEVNULL,
+        **popen_platform_kwargs(),
+    )
     return p.returncode, (p.stdout + p.stderr).strip()
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.core.errors import UnlockedError
+from app.core.runner import popen_platform_kwargs
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,11 @@ def _find_spirv_headers(env: Mapping[str, str]) -> str | None:
 
 def nvcc_version(nvcc: str, run: Callable[[list[str]], str] | None = None) -> tuple[int, int] | None:
     def _run(argv: list[str]) -> str:
-        return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30).stdout
+        done: subprocess.CompletedProcess[str] = subprocess.run(
+            argv, capture_output=True, text=True, check=False, timeout=30, stdin=subprocess.DEVNULL,
+            **popen_platform_kwargs(),
+        )
+        return done.stdout
 
     try:
         text = (run or _run)([nvcc, "--version"])

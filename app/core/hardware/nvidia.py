@@ -17,6 +17,7 @@ from typing import Any
 
 from app.core.hardware.report import NvidiaGpu
 from app.core.paths import data_path
+from app.core.runner import popen_platform_kwargs
 
 SMI_QUERY_FIELDS: tuple[str, ...] = ("index", "name", "compute_cap", "driver_version", "memory.total")
 SMI_QUERY_FIELDS_NO_CC: tuple[str, ...] = ("index", "name", "driver_version", "memory.total")
@@ -134,7 +135,10 @@ Runner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]
 
 
 def _run(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(argv), capture_output=True, text=True, timeout=20, check=False)
+    return subprocess.run(
+        list(argv), capture_output=True, text=True, timeout=20, check=False, stdin=subprocess.DEVNULL,
+        **popen_platform_kwargs(),
+    )
 
 
 def smi_query_argv(fields: Sequence[str], exe: str = "nvidia-smi") -> list[str]:
