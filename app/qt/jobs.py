@@ -188,7 +188,8 @@ def build_template(state: Any) -> Any:
 def _build_option(state: Any, config: Any) -> MethodOption:
     pipeline = core("app.core.build.pipeline")
     template = build_template(state)
-    job = pipeline.prepare_job(template=template, variant=state.candidate.variant, report=state.report, fetch=False)
+    job = pipeline.prepare_job(template=template, variant=state.candidate.variant, report=state.report, fetch=False,
+                               source=config.build_source() if config is not None else None)
     prereqs = tuple(Prereq(m.what, False, m.how) for m in job.prereq.missing)
     found = tuple(Prereq(name, True) for name in _found_tools(job.prereq))
     fetched = "(not yet fetched)" not in str(job.source.root)
@@ -240,7 +241,8 @@ def install_job(state: Any, config: Any) -> Job:
         return lambda ctx: _patch_job(ctx, opt.detail)
     if state.method is Method.DOWNLOAD:
         return lambda ctx: _download_job(ctx, opt.detail, report)
-    return lambda ctx: _build_job(ctx, opt.detail, state.home)
+    source = config.build_source() if config is not None else None
+    return lambda ctx: _build_job(ctx, opt.detail, state.home, source)
 
 
 def _patch_job(ctx: JobContext, plan: Any) -> InstallOutcome:
@@ -320,7 +322,7 @@ BUILD_STEP_STAGE = {
 }
 
 
-def _build_job(ctx: JobContext, job: Any, home: Any) -> InstallOutcome:
+def _build_job(ctx: JobContext, job: Any, home: Any, source: Path | None = None) -> InstallOutcome:
     pipeline = core("app.core.build.pipeline")
     inst = core("app.core.lmstudio.install")
     prov = core("app.core.lmstudio.provenance")
@@ -330,7 +332,7 @@ def _build_job(ctx: JobContext, job: Any, home: Any) -> InstallOutcome:
     def src_progress(p: Any) -> None:
         ctx.on_progress(Progress("source", p.done, p.total or 0, time.monotonic() - t0, p.eta))
 
-    job = pipeline.prepare_job(template=job.template, variant=job.plan.variant, report=job.report,
+    job = pipeline.prepare_job(template=job.template, variant=job.plan.variant, report=job.report, source=source,
                                progress=src_progress, cancel=ctx.cancel)
     current = {"stage": "source"}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,8 @@ class WizardConfig:
         catalog_public_key: trust this ed25519 key for the catalog instead of the shipped one.
         job_factory: builds the Work page's job from the state (None: the real install job).
         log_dir: where job logs go (None: the per-user log dir).
+        source: an offline llama.cpp source folder or archive for the build method (like `build --source`;
+            None: $LMS_UNLOCKED_LLAMA_SOURCE, else the tag archive is downloaded).
     """
 
     home: Path | None = None
@@ -53,6 +56,13 @@ class WizardConfig:
     catalog_public_key: Path | None = None
     job_factory: Callable[[WizardState], Callable[..., Any]] | None = None
     log_dir: Path | None = None
+    source: Path | None = None
+
+    def build_source(self) -> Path | None:
+        if self.source is not None:
+            return self.source
+        env = os.environ.get("LMS_UNLOCKED_LLAMA_SOURCE")
+        return Path(env) if env else None
 
 
 @dataclass

@@ -191,15 +191,21 @@ def _run_server(plan: SmokePlan, *, timeout: float, cancel: CancelToken | None, 
         argv[argv.index("--port") + 1] = str(port)
     start = time.monotonic()
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
-    proc = subprocess.Popen(
-        argv,
-        cwd=plan.process.cwd,
-        env=plan.process.full_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        **popen_platform_kwargs(),
-    )
+    try:
+        proc = subprocess.Popen(
+            argv,
+            cwd=plan.process.cwd,
+            env=plan.process.full_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            **popen_platform_kwargs(),
+        )
+    except OSError as exc:  # not executable, wrong format (e.g. a Windows .exe), missing loader
+        if log_path:
+            log.close()  # type: ignore[union-attr]
+        why = f"could not start {Path(argv[0]).name}: {exc.strerror or exc}"
+        return SmokeResult(False, None, False, 0, "", (), time.monotonic() - start, why, (why,))
     lines: list[str] = []
     import threading
 
