@@ -1,8 +1,8 @@
 """The 2.x smoke path: the folder's own llama-server on 127.0.0.1, asked for tokens over HTTP, then stopped.
 
-Building llama-server needs libllama-common and the server library (≈ 4 min cold on 2 cores), which would push
-the default suite's cold cost past its budget; so this test runs when that build directory is already in the
-persistent test cache (bench/llama_bench.py fills it) or when LMS_UNLOCKED_TEST_SERVER=1 asks to build it.
+Building llama-server needs libllama-common and the server library (≈ 4 min cold on 2 cores, then cached in the
+persistent test cache). The whole suite measured 11.5 min cold without it, so it is part of the default run;
+LMS_UNLOCKED_TEST_SERVER=0 skips it on a machine where that build cannot be afforded.
 """
 
 from __future__ import annotations
@@ -22,11 +22,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 @pytest.fixture(scope="module")
 def server_bin() -> Path:
-    plan = rb.server_plan()
-    built = (Path(plan.bin_dir) / "llama-server").is_file()
-    if not built and os.environ.get("LMS_UNLOCKED_TEST_SERVER") != "1":
-        pytest.skip("llama-server not built yet: run bench/llama_bench.py or set LMS_UNLOCKED_TEST_SERVER=1")
-    return rb.build(plan).bin_dir
+    if os.environ.get("LMS_UNLOCKED_TEST_SERVER") == "0":
+        pytest.skip("LMS_UNLOCKED_TEST_SERVER=0: the llama-server build was not wanted")
+    return rb.build(rb.server_plan()).bin_dir
 
 
 def test_server_smoke_and_no_leftover_process(server_bin: Path, tmp_path: Path) -> None:
