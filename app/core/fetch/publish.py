@@ -27,6 +27,7 @@ from app.core.fetch.download import hash_file
 from app.core.fetch.errors import CatalogError, PatchRefused
 from app.core.fetch.signing import SIGNATURE_SUFFIX, key_id, load_private_key, sign_bytes, verify_bytes
 from app.core.lmstudio.backends import BackendInfo, read_backend
+from app.core.lmstudio.jsondoc import atomic_write_bytes
 from app.core.lmstudio.provenance import read_provenance
 from app.core.paths import data_path
 
@@ -94,12 +95,6 @@ def _write_archive(folder: Path, dest: Path, fmt: str) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _audit(folder: Path, requires: Mapping[str, Any]) -> str:
@@ -197,9 +192,9 @@ def publish(
     data["generated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     raw_new = (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
     parse_catalog(raw_new, source=str(catalog_path))  # never write a catalog the app would refuse
-    _atomic_write(catalog_path, raw_new)
+    atomic_write_bytes(catalog_path, raw_new)
     if key is not None:
-        _atomic_write(sig_path, sign_bytes(raw_new, key).encode("ascii"))
+        atomic_write_bytes(sig_path, sign_bytes(raw_new, key).encode("ascii"))
         return PublishResult(archive, entry, catalog_path, sig_path, replaced, key_id(key.public_key()), audit_summary)
     with contextlib.suppress(FileNotFoundError):
         sig_path.unlink()  # an old signature would not match the new bytes
