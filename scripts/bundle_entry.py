@@ -10,7 +10,8 @@ only a frozen program needs.
 * `LMS_UNLOCKED_BUNDLE_SELFTEST=FILE` (or `-` for stdout): instead of starting, write a JSON report of what the
   frozen program can see (resource root, data/resource/patch files, whether every `app.*` module imports, the Qt
   build) and exit 0 if every module imported. tests/test_bundle.py uses it to check the bundle from the inside:
-  hidden imports and data files placed where app.core.paths looks.
+  hidden imports and data files placed where app.core.paths looks. With `LMS_UNLOCKED_BUNDLE_SELFTEST_ICU=1` the
+  report also holds what Qt's ICU-backed APIs answer (icu_probe).
 """
 
 from __future__ import annotations
@@ -82,10 +83,46 @@ def selftest() -> dict[str, object]:
     }
 
 
+def icu_probe() -> dict[str, object]:
+    """What Qt's ICU-backed APIs answer: collation, time-zone names and ids, case mapping, which legacy codecs exist.
+
+    The Linux bundle replaces ICU's data and its i18n library by stubs (installer.spec); tests/test_bundle.py runs
+    this in the bundle as built and in a copy holding the wheel's real ICU libraries and compares the answers.
+    """
+    from PySide6 import QtCore
+
+    out: dict[str, object] = {}
+    words = ["zebra", "Äpfel", "apple", "Zürich", "école", "Eagle", "10", "9"]
+    for loc in ("C", "en_US", "de_DE", "sv_SE", "ja_JP"):
+        col = QtCore.QCollator(QtCore.QLocale(loc))
+        out[f"collate/{loc}"] = [col.compare(a, b) for a in words for b in words]
+        col.setNumericMode(True)
+        col.setCaseSensitivity(QtCore.Qt.CaseSensitivity.CaseInsensitive)
+        out[f"collate-numeric-ci/{loc}"] = [col.compare(a, b) for a in words for b in words]
+        keys = [col.sortKey(w) for w in words]
+        out[f"sortkey/{loc}"] = [k1.compare(k2) for k1 in keys for k2 in keys]
+    tz_type, tz_name = QtCore.QTimeZone.TimeType, QtCore.QTimeZone.NameType
+    for zone in (b"Europe/Berlin", b"America/Sao_Paulo", b"Asia/Kolkata", b"UTC", b"US/Pacific"):
+        tz = QtCore.QTimeZone(zone)
+        out[f"tz/{zone.decode()}"] = [tz.isValid(), bytes(tz.id().data()).decode()] + [
+            tz.displayName(t, n, QtCore.QLocale(loc))
+            for t in (tz_type.StandardTime, tz_type.DaylightTime)
+            for n in (tz_name.LongName, tz_name.ShortName, tz_name.OffsetName)
+            for loc in ("en_US", "de_DE")
+        ]
+    out["tz/count"] = len(QtCore.QTimeZone.availableTimeZoneIds())
+    out["case"] = [QtCore.QLocale(loc).toUpper("istanbul ß") + "|" + QtCore.QLocale(loc).toLower("İSTANBUL Σ")
+                   for loc in ("en_US", "tr_TR", "el_GR")]
+    out["codecs"] = [QtCore.QStringDecoder(c).isValid() for c in ("Shift_JIS", "ISO-8859-5", "KOI8-R", "UTF-8")]
+    return out
+
+
 def _run_selftest(target: str) -> int:
     import json
 
     report = selftest()
+    if os.environ.get("LMS_UNLOCKED_BUNDLE_SELFTEST_ICU"):
+        report["icu"] = icu_probe()
     text = json.dumps(report, indent=2, sort_keys=True)
     if target == "-":
         sys.stdout.write(text + "\n")

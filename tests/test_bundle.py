@@ -32,7 +32,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="th
 
 IVY = HWDATA / "cpuinfo" / "ivybridge-i5-3570k.txt"
 BUILD_INPUTS = ("app", "resources", "patches", "installer.spec", "scripts/build_bundle.sh",
-                "scripts/bundle_entry.py", "pyproject.toml")
+                "scripts/bundle_entry.py", "scripts/build_capstone_x86.py", "pyproject.toml")
 SMOKE_RE = re.compile(r"^smoke: first window shown at (\d+\.\d+): (.*)$", re.M)
 
 
@@ -151,7 +151,8 @@ def test_frozen_self_test_sees_every_module_and_data_file(bundle: Path, env: dic
     # app.core.paths finds the data files where the spec put them, all of them.
     assert Path(report["data_path"]) == internal / "app" / "data"
     assert report["data_files"] == _files(REPO / "app" / "data")
-    assert report["resource_files"] == _files(REPO / "resources")
+    # icon.ico only in the Windows bundle: PyInstaller embeds it in the .exe, nothing reads it at run time
+    assert report["resource_files"] == [f for f in _files(REPO / "resources") if not f.endswith(".ico")]
     assert report["patch_files"] == _files(REPO / "patches")
     assert report["version"] == app.__version__ and report["stdio"] == {"stdin": True, "stdout": True, "stderr": True}
     assert Path(report["qt"]["plugins"]) == internal / "PySide6" / "Qt" / "plugins"
@@ -249,13 +250,14 @@ def _normalized(text: str, bundle: Path) -> Any:
     return scrub(doc)
 
 
-@pytest.mark.parametrize("what", ["audit", "catalog", "archive", "build-plan"])
+@pytest.mark.parametrize("what", ["audit", "catalog", "catalog-wrong-key", "archive", "build-plan"])
 def test_frozen_commands_with_native_and_data_dependencies_equal_source(
     what: str, bundle: Path, env: dict[str, str], tmp_path: Path
 ) -> None:
-    """Each exercises what only works frozen if the spec collected it: capstone's ctypes library (audit),
-    cryptography + jsonschema + the shipped catalog/key (catalog), py7zr and its codecs (archive), the variants
-    data and patches/ series (build plan)."""
+    """Each exercises what only works frozen if the spec collected it: capstone's x86-only ctypes library (audit),
+    pycryptodomex's ed25519 + jsonschema + the shipped catalog/key (catalog), a P-256 key refused the same way
+    although the bundle leaves out NIST-curve arithmetic (catalog-wrong-key), py7zr and its codecs (archive), the
+    variants data and patches/ series (build plan)."""
     import py7zr
 
     from tests.lmstudio_homes import prepare_our_backend
@@ -264,10 +266,16 @@ def test_frozen_commands_with_native_and_data_dependencies_equal_source(
     argv = {
         "audit": ["audit", str(bundle / "_internal" / "libpython3.11.so.1.0"), "--json", "--cpuinfo", str(IVY)],
         "catalog": ["install", "--catalog", "--dry-run", "--json", "--home", str(home), "--cpuinfo", str(IVY)],
+        "catalog-wrong-key": ["install", "--catalog", "--dry-run", "--json", "--home", str(home), "--cpuinfo",
+                              str(IVY), "--public-key", str(tmp_path / "p256.pem")],
         "archive": ["install", "--from", str(tmp_path / "ours.7z"), "--dry-run", "--json", "--home", str(home)],
         "build-plan": ["build", "--variant", "cpu-avx1", "--template", "llama.cpp-linux-x86_64-avx2@2.14.0",
                        "--home", str(home), "--cpuinfo", str(IVY), "--plan-only", "--json"],
     }[what]
+    if what == "catalog-wrong-key":
+        from Cryptodome.PublicKey import ECC
+
+        (tmp_path / "p256.pem").write_text(ECC.generate(curve="P-256").public_key().export_key(format="PEM"))
     if what == "archive":
         folder = prepare_our_backend(tmp_path)
         with py7zr.SevenZipFile(tmp_path / "ours.7z", "w") as z:
@@ -277,6 +285,75 @@ def test_frozen_commands_with_native_and_data_dependencies_equal_source(
     assert r.stdout.strip(), r.stderr
     assert (r.returncode, _normalized(r.stdout, bundle)) == (s.returncode, _normalized(s.stdout, bundle))
     assert "internal-error" not in r.stdout and "Traceback" not in r.stderr
+
+
+def test_frozen_signing_key_and_signature_verify_from_source(bundle: Path, env: dict[str, str],
+                                                              tmp_path: Path) -> None:
+    """The frozen `publish` makes a key and signs a catalog (pycryptodomex's ed25519 and its random source inside the
+    bundle); the source tree verifies that signature with the public key the frozen program wrote."""
+    from app.core.fetch.signing import load_public_key, verify_bytes
+    from tests.lmstudio_homes import prepare_our_backend
+
+    key = tmp_path / "k.pem"
+    r = frozen(bundle, "publish", "--new-key", str(key), env=env)
+    assert r.returncode == 0 and key.is_file() and (tmp_path / "k.pem.pub").is_file(), r.stderr
+    folder = prepare_our_backend(tmp_path)
+    r = frozen(bundle, "publish", str(folder), "--out", str(tmp_path / "cat"), "--key", str(key), "--no-audit",
+               "--json", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    catalog = tmp_path / "cat" / "catalog.json"
+    pub = load_public_key(tmp_path / "k.pem.pub")
+    sig = (tmp_path / "cat" / "catalog.json.sig").read_text(encoding="utf-8")
+    assert verify_bytes(catalog.read_bytes(), sig, pub, what="catalog") == json.loads(r.stdout)["key_id"]
+
+
+def test_linux_bundle_leaves_system_libraries_to_the_system_and_holds_x86_only_capstone(bundle: Path) -> None:
+    """installer.spec's LINUX_SYSTEM_LIBS are not bundled (the system's are used, as by the PySide6 wheel), the
+    xcb-util libraries minimal installs lack are, and capstone's library is the x86-only build."""
+    import ctypes
+
+    import capstone
+
+    internal = bundle / "_internal"
+    top = {p.name for p in internal.iterdir()}
+    for lib in ("libstdc++.so.6", "libgcc_s.so.1", "libX11.so.6", "libxkbcommon.so.0", "libglib-2.0.so.0",
+                "libdbus-1.so.3", "libfontconfig.so.1", "libfreetype.so.6", "libzstd.so.1", "libXau.so.6",
+                "libsystemd.so.0", "libgcrypt.so.20", "libpcre2-8.so.0"):
+        assert lib not in top, lib
+    assert {"libxcb-cursor.so.0", "libxcb-icccm.so.4", "libxkbcommon-x11.so.0"} <= top
+    assert not [p for p in internal.rglob("*") if p.is_symlink() and not p.exists()], "dangling links"
+    lib = internal / "capstone" / "lib" / "libcapstone.so"
+    wheel_lib = Path(capstone.__file__).parent / "lib" / "libcapstone.so"
+    assert lib.stat().st_size < wheel_lib.stat().st_size / 2
+    cs = ctypes.CDLL(str(lib))
+    cs.cs_support.restype = ctypes.c_bool
+    assert cs.cs_support(capstone.CS_ARCH_X86) and not cs.cs_support(capstone.CS_ARCH_ARM)
+
+
+def test_icu_stubs_answer_as_the_real_icu_libraries(bundle: Path, env: dict[str, str], tmp_path: Path) -> None:
+    """The bundle's stub libicui18n answers Qt exactly as the wheel's real one does with the (stub) ICU data: the
+    frozen self-test's report of QCollator, sort keys, QTimeZone names/ids, case mapping and codecs, and Qt's
+    warnings, are the same from the bundle as built and from a copy holding the wheel's real libicui18n."""
+    import PySide6
+
+    qt_lib = Path(PySide6.__file__).parent / "Qt" / "lib"
+    real = next(qt_lib.glob("libicui18n.so.*"))
+    stub = bundle / "_internal" / "PySide6" / "Qt" / "lib" / real.name
+    assert stub.stat().st_size < 100_000 < real.stat().st_size  # the stub is what ships
+    copy = tmp_path / "bundle-real-icu"
+    shutil.copytree(bundle, copy, symlinks=True)
+    shutil.copy2(real, copy / "_internal" / "PySide6" / "Qt" / "lib" / real.name)
+    answers = []
+    for b in (bundle, copy):
+        out = tmp_path / f"{b.name}.json"
+        r = frozen(b, env={**env, "LMS_UNLOCKED_BUNDLE_SELFTEST": str(out), "LMS_UNLOCKED_BUNDLE_SELFTEST_ICU": "1"})
+        assert r.returncode == 0, r.stderr
+        answers.append((json.loads(out.read_text(encoding="utf-8"))["icu"], r.stderr))
+    assert answers[0] == answers[1]
+    icu = answers[0][0]
+    # The probe is not vacuous: it saw Qt's own fallbacks (code-point collation, tz abbreviations, case mapping).
+    assert icu["tz/Europe/Berlin"][:3] == [True, "Europe/Berlin", ""] and "CET" in icu["tz/Europe/Berlin"]
+    assert icu["case"][1].startswith("İSTANBUL") and any(v != 0 for v in icu["collate/de_DE"])
 
 
 def _run_wizard(bundle: Path, env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], float]:

@@ -9,11 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-EMBED = 256
+EMBED = 128
 BLOCKS = 2
-FF = 512
-HEADS = 4
-KV_HEADS = 2
+FF = 256
+HEADS = 2
+KV_HEADS = 1
 CONTEXT = 512
 HEAD_SIZE = EMBED // HEADS
 WORDS = ("the", "and", "once", "upon", "time", "there", "was", "a", "little", "model")

@@ -4,7 +4,8 @@ A signature file (`catalog.json.sig`) is a small JSON object::
 
     {"algorithm": "ed25519", "key_id": "<16 hex>", "signature": "<base64 of 64 bytes>"}
 
-over the exact bytes of the catalog file. `key_id` is the first 16 hex digits of the sha256 of the raw
+over the exact bytes of the catalog file (RFC 8032 "pure" Ed25519; keys are PEM: SubjectPublicKeyInfo and
+unencrypted PKCS#8, RFC 8410). `key_id` is the first 16 hex digits of the sha256 of the raw
 32-byte public key; it only helps to tell keys apart in messages, the check is the signature itself.
 """
 
@@ -16,13 +17,17 @@ import hashlib
 import json
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from Cryptodome.PublicKey import ECC
+from Cryptodome.Signature import eddsa
 
 from app.core.errors import InputFileError
 from app.core.fetch.errors import SignatureError
 from app.core.paths import data_path
+
+# pycryptodomex does the ed25519 math: py7zr needs it anyway, so signatures add nothing to the bundle (the
+# `cryptography` wheel's one Rust extension was 11.6 MB of it). Both private and public keys are ECC.EccKey.
+Ed25519PublicKey = ECC.EccKey
+Ed25519PrivateKey = ECC.EccKey
 
 SIGNATURE_SUFFIX = ".sig"
 PUBLIC_KEY_FILE = "catalog-signing.pub"
@@ -33,7 +38,32 @@ def shipped_public_key_path() -> Path:
 
 
 def _raw_public(key: Ed25519PublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return bytes(key.public_key().export_key(format="raw"))
+
+
+# DER of the algorithm identifier id-Ed25519 (OID 1.3.101.112, RFC 8410). Both a SubjectPublicKeyInfo and a PKCS#8
+# ed25519 key carry it within their first 16 bytes; checking it first means a key of another kind is refused the
+# same way everywhere, without loading that curve's arithmetic (which the bundle leaves out).
+_ED25519_OID_DER = bytes.fromhex("06032b6570")
+
+
+def _import_pem(text: bytes) -> ECC.EccKey:
+    body = b"".join(line.strip() for line in text.splitlines() if line.strip() and not line.startswith(b"-----"))
+    try:
+        der = base64.b64decode(body, validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"bad PEM body ({exc})") from exc
+    if _ED25519_OID_DER not in der[:16]:
+        raise ValueError("not an ed25519 key")
+    return ECC.import_key(text.decode("ascii"))
+
+
+def _ed25519(key: ECC.EccKey, *, private: bool) -> ECC.EccKey:
+    if key.curve != "Ed25519":
+        raise ValueError(f"not an ed25519 key ({key.curve})")
+    if key.has_private() != private:
+        raise ValueError("a private key where a public one was expected" if key.has_private() else "no private key")
+    return key
 
 
 def key_id(key: Ed25519PublicKey) -> str:
@@ -45,12 +75,9 @@ def public_key_from_bytes(data: bytes, *, origin: str = "key") -> Ed25519PublicK
     text = data.strip()
     try:
         if text.startswith(b"-----BEGIN"):
-            key = serialization.load_pem_public_key(text)
-            if not isinstance(key, Ed25519PublicKey):
-                raise ValueError("not an ed25519 key")
-            return key
-        return Ed25519PublicKey.from_public_bytes(base64.b64decode(text, validate=True))
-    except (ValueError, TypeError, binascii.Error) as exc:
+            return _ed25519(_import_pem(text), private=False)
+        return eddsa.import_public_key(base64.b64decode(text, validate=True))
+    except (ValueError, TypeError, IndexError, UnicodeDecodeError, binascii.Error, OSError) as exc:
         raise InputFileError(
             f"{origin} is not an ed25519 public key: {exc}",
             context=origin,
@@ -79,35 +106,32 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
             hint="Pass --key with the catalog's private key (PEM).",
         ) from exc
     try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
+        key = _import_pem(data.strip())
+    except (ValueError, TypeError, IndexError, UnicodeDecodeError, OSError) as exc:
         raise InputFileError(
             f"{path} is not an unencrypted PEM private key: {exc}",
             context=str(path),
             hint="Create one with `lms-unlocked publish --new-key FILE`.",
         ) from exc
-    if not isinstance(key, Ed25519PrivateKey):
-        raise InputFileError(f"{path} is not an ed25519 key.", context=str(path))
-    return key
+    try:
+        return _ed25519(key, private=True)
+    except ValueError as exc:
+        raise InputFileError(f"{path} is not an ed25519 private key: {exc}.", context=str(path)) from exc
 
 
 def generate_keypair() -> tuple[bytes, bytes]:
     """(private PEM, public PEM) of a new key."""
-    key = Ed25519PrivateKey.generate()
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return private, public
+    key = ECC.generate(curve="Ed25519")
+    return (key.export_key(format="PEM") + "\n").encode("ascii"), public_pem(key)
 
 
 def public_pem(key: Ed25519PrivateKey) -> bytes:
-    return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return (key.public_key().export_key(format="PEM") + "\n").encode("ascii")
 
 
 def sign_bytes(data: bytes, key: Ed25519PrivateKey) -> str:
     """The signature file's text for `data`."""
-    sig = key.sign(data)
+    sig = eddsa.new(key, "rfc8032").sign(data)
     doc = {
         "algorithm": "ed25519",
         "key_id": key_id(key.public_key()),
@@ -138,8 +162,8 @@ def verify_bytes(data: bytes, signature_text: str | bytes | None, key: Ed25519Pu
     expected_id = key_id(key)
     claimed = str(doc.get("key_id", ""))
     try:
-        key.verify(sig, data)
-    except InvalidSignature:
+        eddsa.new(key, "rfc8032").verify(data, sig)
+    except ValueError:
         if claimed and claimed != expected_id:
             raise SignatureError(
                 f"{what} is signed with another key ({claimed}), not the one this app trusts ({expected_id}).",

@@ -57,8 +57,12 @@ def test_wrong_key_refused_and_named() -> None:
 
 @pytest.mark.parametrize(
     "sig",
-    ["not json", json.dumps({"algorithm": "rsa", "signature": "AA=="}), json.dumps({"algorithm": "ed25519"}),
-     json.dumps({"algorithm": "ed25519", "signature": "***"})],
+    [
+        "not json",
+        json.dumps({"algorithm": "rsa", "signature": "AA=="}),
+        json.dumps({"algorithm": "ed25519"}),
+        json.dumps({"algorithm": "ed25519", "signature": "***"}),
+    ],
 )
 def test_malformed_signature_refused(sig: str) -> None:
     with pytest.raises(SignatureError, match="malformed"):
@@ -81,12 +85,68 @@ def test_shipped_key_is_not_the_test_key_and_loads() -> None:
 
 def test_public_key_as_raw_base64() -> None:
     pub = load_public_key(TEST_PUB)
-    from cryptography.hazmat.primitives import serialization
-
-    raw = pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    raw = bytes(pub.export_key(format="raw"))
+    assert len(raw) == 32
     assert key_id(public_key_from_bytes(base64.b64encode(raw))) == key_id(pub)
     with pytest.raises(InputFileError):
         public_key_from_bytes(b"garbage!")
+    with pytest.raises(InputFileError):  # base64 of the wrong length
+        public_key_from_bytes(base64.b64encode(raw[:31]))
+
+
+def test_wrong_kind_of_key_refused(tmp_path: Path) -> None:
+    """A NIST P-256 key, or a private key where the public one belongs (and vice versa), is refused."""
+    from Cryptodome.PublicKey import ECC
+
+    p256 = ECC.generate(curve="P-256")
+    with pytest.raises(InputFileError, match="not an ed25519"):
+        public_key_from_bytes(p256.public_key().export_key(format="PEM").encode())
+    with pytest.raises(InputFileError, match="private key where a public one"):
+        public_key_from_bytes(TEST_KEY.read_bytes())
+    (tmp_path / "pub.pem").write_bytes(TEST_PUB.read_bytes())
+    with pytest.raises(InputFileError, match="no private key"):
+        load_private_key(tmp_path / "pub.pem")
+    (tmp_path / "p256.pem").write_text(p256.export_key(format="PEM"))
+    with pytest.raises(InputFileError, match="not an ed25519"):
+        load_private_key(tmp_path / "p256.pem")
+
+
+def test_interoperates_with_another_ed25519_implementation() -> None:
+    """Keys and signatures are plain RFC 8032/8410: the `cryptography` package (OpenSSL; a test-only dependency)
+    verifies our signatures with our PEM public key, and we verify its signatures with its PEM keys."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+    data = b"catalog bytes\n"
+    ours = json.loads(sign_bytes(data, load_private_key(TEST_KEY)))
+    their_pub = serialization.load_pem_public_key(TEST_PUB.read_bytes())
+    assert isinstance(their_pub, Ed25519PublicKey)
+    their_pub.verify(base64.b64decode(ours["signature"]), data)  # raises InvalidSignature if not
+
+    their_key = Ed25519PrivateKey.generate()
+    pem_pub = their_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    doc = {"algorithm": "ed25519", "signature": base64.b64encode(their_key.sign(data)).decode()}
+    pub = public_key_from_bytes(pem_pub)
+    assert verify_bytes(data, json.dumps(doc), pub, what="catalog") == key_id(pub)
+    with pytest.raises(SignatureError):
+        verify_bytes(data + b"x", json.dumps(doc), pub, what="catalog")
+
+
+def test_rfc8032_test_vector() -> None:
+    """RFC 8032 section 7.1, TEST 2 (one-byte message): the public key and signature verify, a flipped bit does not."""
+    pub = public_key_from_bytes(
+        base64.b64encode(bytes.fromhex("3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c"))
+    )
+    sig = bytes.fromhex(
+        "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da"
+        "085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00"
+    )
+    doc = json.dumps({"algorithm": "ed25519", "signature": base64.b64encode(sig).decode()})
+    assert verify_bytes(b"\x72", doc, pub, what="vector") == key_id(pub)
+    with pytest.raises(SignatureError):
+        verify_bytes(b"\x73", doc, pub, what="vector")
 
 
 def test_bad_private_key_file(tmp_path: Path) -> None:
@@ -98,6 +158,6 @@ def test_bad_private_key_file(tmp_path: Path) -> None:
 
 
 def load_private_key_bytes(pem: bytes):  # type: ignore[no-untyped-def]
-    from cryptography.hazmat.primitives import serialization
+    from Cryptodome.PublicKey import ECC
 
-    return serialization.load_pem_private_key(pem, None)
+    return ECC.import_key(pem.decode("ascii"))
