@@ -34,14 +34,18 @@ SMOKE_RE = re.compile(r"^smoke: first window shown at (\d+\.\d+)", re.M)
 # Why the biggest files are there (first matching pattern wins).
 WHY = (
     ("libicudata", "ICU data (Qt 6 links ICU); the stub replaces 32 MB on Linux"),
-    ("libicu", "ICU code, linked by libQt6Core"),
+    ("libicui18n", "ICU i18n (Qt 6 links it); the stub replaces 3.5 MB on Linux"),
+    ("libicu", "ICU common code (converters, case mapping), linked by libQt6Core"),
     ("libQt6Gui", "Qt GUI: painting, fonts, windows"),
     ("libQt6Widgets", "Qt Widgets: the wizard"),
     ("libQt6Core", "Qt core"),
     ("PySide6/Qt", "Qt library / plugin"),
     ("PySide6/", "PySide6 binding module"),
-    ("cryptography", "cryptography: ed25519 check of the signed catalog"),
-    ("capstone", "capstone disassembler (all architectures): the ISA audit"),
+    ("Cryptodome", "pycryptodomex: ed25519 catalog signatures, AES for py7zr"),
+    ("capstone", "capstone disassembler (x86-only build on Linux): the ISA audit"),
+    ("tiny-llama", "tiny GGUF model for the smoke test"),
+    ("certifi", "CA certificates for HTTPS"),
+    ("rpds", "rpds (jsonschema's referencing)"),
     ("libpython", "the Python interpreter"),
     ("libcrypto", "OpenSSL for Python's ssl/hashlib (HTTPS downloads)"),
     ("libstdc++", "C++ runtime of Qt"),
@@ -147,11 +151,12 @@ def main() -> int:
     groups: dict[str, int] = {}
     for p in files:
         rel = p.relative_to(bundle).as_posix()
-        key = ("Qt libraries + plugins" if "PySide6/Qt/" in rel else "PySide6 bindings" if "PySide6/" in rel
-               else "cryptography" if "cryptography" in rel else "capstone" if "capstone" in rel
+        key = ("ICU (common code; data + i18n are stubs on Linux)" if "/libicu" in rel
+               else "Qt libraries + plugins" if "PySide6/Qt/" in rel else "PySide6 bindings" if "PySide6/" in rel
+               else "pycryptodomex" if "Cryptodome" in rel else "capstone" if "capstone" in rel
                else "Python (interpreter, stdlib, extensions)" if "python3" in rel or "base_library" in rel
                else "executable (PYZ of our + pure-Python code)" if rel == "lms-unlocked"
-               else "system libraries (X11/xcb, glib, dbus, fontconfig, ...)" if rel.startswith("_internal/lib")
+               else "bundled libraries (OpenSSL, xcb-util, zlib, lzma, ...)" if rel.startswith("_internal/lib")
                else "other")
         groups[key] = groups.get(key, 0) + p.stat().st_size
     print("\nby group:")
