@@ -50,7 +50,7 @@ def _input_files() -> list[Path]:
 def bundle_key() -> str:
     """Hash of every build input; the same key means the same bundle."""
     h = hashlib.sha256()
-    for dist in ("pyinstaller", "PySide6-Essentials"):
+    for dist in ("pyinstaller", "PySide6-Essentials", "capstone", "pycryptodomex"):
         h.update(f"{dist}={importlib.metadata.version(dist)}\n".encode())
     h.update(sys.version.encode())
     # PyInstaller bundles the system libraries Qt links: a newly installed one changes the bundle.
