@@ -84,7 +84,7 @@ class WelcomePage(FlowPage):
             self.home_label.setText("LM Studio was not found. Choose its folder.")
         else:
             how = HOW_FOUND.get(home.how_found, home.how_found)
-            text = f"LM Studio's folder: {home.path}\n(found through {how})"
+            text = f"LM Studio's folder: {home.path}\nFound through {how}."
             if home.problem:
                 text += f"\n⚠ {home.problem}"
             for msg in self.recovered:
