@@ -330,6 +330,46 @@ def test_linux_bundle_leaves_system_libraries_to_the_system_and_holds_x86_only_c
     assert cs.cs_support(capstone.CS_ARCH_X86) and not cs.cs_support(capstone.CS_ARCH_ARM)
 
 
+# The oldest distribution each glibc release admits, and the libstdc++ it ships (GLIBCXX_3.4.N): RHEL 9 (glibc 2.34,
+# GCC 11: 3.4.29), Ubuntu 22.04 (2.35, GCC 12: 3.4.30), Debian 12 (2.36, GCC 12: 3.4.30).
+OLDEST_LIBSTDCXX_FOR_GLIBC = {34: 29, 35: 30, 36: 30}
+
+
+def _needed_versions(path: Path) -> dict[str, set[str]]:
+    """ELF version requirements of `path`: {needed library: {version names}} (e.g. libc.so.6: {GLIBC_2.34})."""
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.gnuversions import GNUVerNeedSection
+
+    out: dict[str, set[str]] = {}
+    with path.open("rb") as fh:
+        if fh.read(4) != b"\x7fELF":
+            return out
+        fh.seek(0)
+        for section in ELFFile(fh).iter_sections():
+            if isinstance(section, GNUVerNeedSection):
+                for verneed, auxes in section.iter_versions():
+                    out.setdefault(verneed.name, set()).update(aux.name for aux in auxes)
+    return out
+
+
+def test_system_libstdcxx_is_new_enough_wherever_the_bundle_runs(bundle: Path) -> None:
+    """libstdc++ is left to the system (installer.spec): the newest GLIBCXX any bundled binary needs must be in the
+    libstdc++ of the oldest distribution whose glibc is new enough for the bundle at all."""
+    glibc, glibcxx = 0, 0
+    for so in (bundle / "_internal").rglob("*.so*"):
+        if so.is_symlink() or not so.is_file():
+            continue
+        for lib, names in _needed_versions(so).items():
+            for name in names:
+                if lib.startswith("libc.so") and name.startswith("GLIBC_2."):
+                    glibc = max(glibc, int(name.split(".")[1]))
+                elif lib.startswith("libstdc++") and name.startswith("GLIBCXX_3.4."):
+                    glibcxx = max(glibcxx, int(name.split(".")[2]))
+    assert glibc in OLDEST_LIBSTDCXX_FOR_GLIBC, f"glibc 2.{glibc}: add its oldest distribution's libstdc++"
+    assert glibcxx <= OLDEST_LIBSTDCXX_FOR_GLIBC[glibc], (glibc, glibcxx)
+    assert glibcxx >= 29  # the Qt libraries do need a recent libstdc++: the check saw them
+
+
 def test_icu_stubs_answer_as_the_real_icu_libraries(bundle: Path, env: dict[str, str], tmp_path: Path) -> None:
     """The bundle's stub libicui18n answers Qt exactly as the wheel's real one does with the (stub) ICU data: the
     frozen self-test's report of QCollator, sort keys, QTimeZone names/ids, case mapping and codecs, and Qt's
