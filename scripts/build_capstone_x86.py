@@ -6,14 +6,13 @@ alone. It is built from the C sources vendored in PyPI's capstone sdist of EXACT
 (importlib.metadata), so it matches the binding's ABI, with the full x86 tables: not CAPSTONE_X86_REDUCE, not
 diet, AT&T printer kept. Exported symbols are hidden except the cs_* API, as in the wheel's own build.
 
-Steps: look the sdist up on PyPI (PEP 691 JSON of the simple index, falling back to the JSON API), download it and
-check its sha256, configure with CMake (Release; only X86; shared library; no tests, cstool or install rules),
-build, strip, then load it through the installed binding (LIBCAPSTONE_PATH) in a child process and disassemble
-AVX2/FMA/F16C/AVX-512 samples. Everything lives in the cache dir; a later run with the same version and options
-reuses the built library without touching the network.
+Steps: look the sdist up in PyPI's JSON API, download it with its sha256 checked and extract it (the app's own
+download cache and safe extraction, app.core.fetch), configure with CMake (Release; only X86; shared library; no
+tests, cstool or install rules), build, strip, then load it through the installed binding (LIBCAPSTONE_PATH) in a
+child process and disassemble AVX2/FMA/F16C/AVX-512 samples. Everything lives in the cache dir; a later run with
+the same version and options reuses the built library without touching the network.
 
-Usage: .venv/bin/python scripts/build_capstone_x86.py --out FILE [--cache DIR] [--jobs N] [--sdist TARBALL]
-                                                      [--force] [--quiet]
+Usage: .venv/bin/python scripts/build_capstone_x86.py --out FILE [--cache DIR] [--jobs N] [--force] [--quiet]
 Prints one line at the end: the output path and its size in MB. Exit status: 0 ok, 1 failure (one-line message
 on stderr), 3 not Linux (macOS and Windows bundles keep the wheel's library).
 """
@@ -22,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
-import http.client
 import importlib.metadata
 import json
 import os
@@ -31,19 +28,20 @@ import re
 import shutil
 import subprocess
 import sys
-import tarfile
-import tempfile
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the app package, run from the checkout
+
+from app.core.errors import UnlockedError
+from app.core.fetch.archives import extract_archive
+from app.core.fetch.download import cached_download, fetch_small, hash_file
+from app.core.lmstudio.jsondoc import atomic_write_bytes
+
 PROG = "build_capstone_x86"
-PYPI_SIMPLE = "https://pypi.org/simple/capstone/"
-PYPI_JSON = "https://pypi.org/pypi/capstone/{version}/json"
-PYPI_JSON_ALL = "https://pypi.org/pypi/capstone/json"
-NET_TIMEOUT = 60
+PYPI_JSON = "https://pypi.org/pypi/capstone/json"
 EXIT_FAIL = 1
 EXIT_UNSUPPORTED = 3
 LIB_NAME = "libcapstone.so"
@@ -115,11 +113,7 @@ def log(msg: str) -> None:
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return hash_file(path)[0]
 
 
 def installed_version() -> str:
@@ -132,111 +126,30 @@ def installed_version() -> str:
 # ---------------------------------------------------------------------------------------------- sdist from PyPI
 
 
-def _get_json(url: str, accept: str = "application/json") -> dict:
-    req = urllib.request.Request(url, headers={"Accept": accept, "User-Agent": f"{PROG} (python urllib)"})
-    with urllib.request.urlopen(req, timeout=NET_TIMEOUT) as resp:
-        ctype = resp.headers.get("Content-Type", "")
-        if "json" not in ctype:
-            raise ValueError(f"{url} answered {ctype or 'no content type'}, not JSON")
-        return json.loads(resp.read())
-
-
-def _is_sdist_of(filename: str, version: str) -> bool:
-    return filename.lower() == f"capstone-{version}.tar.gz".lower()
-
-
 def find_sdist(version: str) -> tuple[str, str, str]:
-    """(filename, url, sha256) of capstone's sdist for `version`, from PyPI."""
-    errors: list[str] = []
+    """(filename, url, sha256) of capstone's sdist for `version`, from PyPI's JSON API."""
+    body = fetch_small(PYPI_JSON, max_bytes=16 << 20)
+    if body is None:
+        raise BuildError(f"{PYPI_JSON}: not found")
     try:
-        data = _get_json(PYPI_SIMPLE, "application/vnd.pypi.simple.v1+json")
-        for f in data.get("files", []):
-            sha = f.get("hashes", {}).get("sha256")
-            if _is_sdist_of(f.get("filename", ""), version) and sha and not f.get("yanked"):
-                return f["filename"], f["url"], sha
-        errors.append(f"{PYPI_SIMPLE}: no capstone-{version}.tar.gz with a sha256")
-    except (OSError, ValueError, http.client.HTTPException) as e:
-        errors.append(f"{PYPI_SIMPLE}: {_reason(e)}")
-    for url in (PYPI_JSON.format(version=version), PYPI_JSON_ALL):
-        try:
-            data = _get_json(url)
-            files = data.get("releases", {}).get(version, []) if url == PYPI_JSON_ALL else data.get("urls", [])
-            for f in files:
-                sha = f.get("digests", {}).get("sha256")
-                if f.get("packagetype") == "sdist" and _is_sdist_of(f.get("filename", ""), version) and sha:
-                    return f["filename"], f["url"], sha
-            errors.append(f"{url}: no sdist for capstone {version}")
-        except (OSError, ValueError, http.client.HTTPException) as e:
-            errors.append(f"{url}: {_reason(e)}")
-    raise BuildError(f"cannot find the capstone {version} sdist on PyPI ({'; '.join(errors)})")
+        files = json.loads(body).get("releases", {}).get(version, [])
+    except (ValueError, AttributeError) as e:
+        raise BuildError(f"{PYPI_JSON}: not the JSON API's answer ({e})") from None
+    for f in files:
+        sha = f.get("digests", {}).get("sha256")
+        if f.get("packagetype") == "sdist" and f.get("filename", "").lower() == f"capstone-{version}.tar.gz" and sha:
+            return f["filename"], urllib.parse.urljoin(PYPI_JSON, f["url"]), sha  # a mirror may answer relative URLs
+    raise BuildError(f"PyPI has no sdist of capstone {version}")
 
 
-def _reason(e: BaseException) -> str:
-    if isinstance(e, urllib.error.HTTPError):
-        return f"HTTP {e.code}"
-    if isinstance(e, urllib.error.URLError):
-        return f"network error: {e.reason}"
-    return f"{type(e).__name__}: {e}"
-
-
-def download(url: str, sha256: str, dest: Path) -> None:
-    part = dest.with_name(dest.name + ".part")
-    h = hashlib.sha256()
-    try:
-        req = urllib.request.Request(url, headers={"User-Agent": f"{PROG} (python urllib)"})
-        with urllib.request.urlopen(req, timeout=NET_TIMEOUT) as resp, part.open("wb") as out:
-            for chunk in iter(lambda: resp.read(1 << 16), b""):
-                h.update(chunk)
-                out.write(chunk)
-    except (OSError, http.client.HTTPException) as e:
-        part.unlink(missing_ok=True)
-        raise BuildError(f"cannot download {url}: {_reason(e)}") from None
-    if h.hexdigest() != sha256:
-        part.unlink(missing_ok=True)
-        raise BuildError(f"sha256 mismatch for {url}: got {h.hexdigest()}, PyPI says {sha256}")
-    os.replace(part, dest)
-
-
-def get_sdist(version: str, cache: Path, given: Path | None) -> tuple[Path, str]:
-    """The sdist tarball (cached, or downloaded and verified) and its sha256."""
-    if given is not None:
-        if not given.is_file():
-            raise BuildError(f"--sdist {given}: no such file")
-        return given, sha256_file(given)
-    filename = f"capstone-{version}.tar.gz"
-    tarball, hash_file = cache / filename, cache / (filename + ".sha256")
-    if tarball.is_file() and hash_file.is_file():
-        want = hash_file.read_text().strip()
-        if sha256_file(tarball) == want:
-            return tarball, want
-        log(f"cached {tarball.name} does not match its recorded sha256; downloading again")
-    log(f"looking up capstone {version} on PyPI")
+def get_source(version: str, cache: Path) -> tuple[Path, str]:
+    """Download (or reuse from the download cache) the verified sdist, extract it; (capstone's source dir, sha256)."""
     filename, url, sha = find_sdist(version)
-    tarball, hash_file = cache / filename, cache / (filename + ".sha256")
-    log(f"downloading {url}")
-    download(url, sha, tarball)
-    hash_file.write_text(sha + "\n")
-    return tarball, sha
-
-
-def extract(tarball: Path, version: str, dest: Path) -> Path:
-    """Unpack the sdist into dest (replacing it); return the directory holding capstone's top CMakeLists.txt."""
+    log(f"capstone {version} sdist: {url}")
+    tarball = cached_download([url], sha256=sha, filename=filename, cache_root=cache).path
+    dest = cache / "src"
     shutil.rmtree(dest, ignore_errors=True)
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        with tarfile.open(tarball, "r:*") as tf:
-            if hasattr(tarfile, "data_filter"):
-                tf.extractall(tmp, filter="data")
-            else:  # Python < 3.11.4: refuse anything that could escape tmp
-                for m in tf.getmembers():
-                    if m.name.startswith("/") or ".." in Path(m.name).parts or not (m.isfile() or m.isdir()):
-                        raise BuildError(f"{tarball.name}: refusing to extract {m.name!r}")
-                tf.extractall(tmp)
-    except (tarfile.TarError, OSError) as e:
-        raise BuildError(f"cannot unpack {tarball}: {e}") from None
-    os.replace(tmp, dest)
+    extract_archive(tarball, dest, require_manifest=False)
     pkg_info = next(dest.glob("*/PKG-INFO"), None)
     if pkg_info is not None:
         m = re.search(r"^Version:\s*(\S+)", pkg_info.read_text(errors="replace"), re.M)
@@ -244,7 +157,7 @@ def extract(tarball: Path, version: str, dest: Path) -> Path:
             raise BuildError(f"{tarball.name} is capstone {m.group(1)}, but the installed binding is {version}")
     for cand in sorted(dest.glob("*/src/CMakeLists.txt")) + sorted(dest.glob("*/CMakeLists.txt")):
         if re.search(r"project\s*\(\s*capstone\b", cand.read_text(errors="replace"), re.I):
-            return cand.parent
+            return cand.parent, sha
     raise BuildError(f"{tarball.name} holds no capstone CMakeLists.txt (looked in */src and */)")
 
 
@@ -370,13 +283,12 @@ def locked(cache: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def produce(version: str, cache: Path, jobs: int, sdist: Path | None, force: bool) -> Path:
+def produce(version: str, cache: Path, jobs: int, force: bool) -> Path:
     if not force and (lib := cached_lib(cache, version)) is not None:
         log(f"reusing {lib} (capstone {version}, x86 only)")
         return lib
     t0 = time.monotonic()
-    tarball, sdist_sha = get_sdist(version, cache, sdist)
-    src = extract(tarball, version, cache / "src")
+    src, sdist_sha = get_source(version, cache)
     cmake, strip = check_tools(src)
     log(f"building capstone {version} (x86 only) with {jobs} jobs; log: {cache / 'build.log'}")
     built = build(src, cache / "build", cache / "build.log", cmake, jobs)
@@ -394,7 +306,6 @@ def produce(version: str, cache: Path, jobs: int, sdist: Path | None, force: boo
     info = {
         "schema": INFO_SCHEMA,
         "capstone_version": version,
-        "sdist": tarball.name,
         "sdist_sha256": sdist_sha,
         "cmake_args": list(CMAKE_ARGS),
         "lib_sha256": sha256_file(lib),
@@ -408,15 +319,7 @@ def produce(version: str, cache: Path, jobs: int, sdist: Path | None, force: boo
 
 def install(lib: Path, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(lib, tmp)
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(out, lib.read_bytes(), mode=0o755)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -425,7 +328,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, type=Path, help="where to write the x86-only libcapstone.so")
     ap.add_argument("--cache", type=Path, help="cache dir (default ~/.cache/lms-unlocked-build/capstone-<version>)")
     ap.add_argument("--jobs", type=int, default=2, help="parallel build jobs (default 2)")
-    ap.add_argument("--sdist", type=Path, help="use this capstone-<version>.tar.gz instead of downloading it")
     ap.add_argument("--force", action="store_true", help="rebuild even if the cache holds a matching library")
     ap.add_argument("--quiet", action="store_true", help="print only the final line (and errors)")
     args = ap.parse_args(argv)
@@ -445,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         cache = cache.resolve()
         cache.mkdir(parents=True, exist_ok=True)
         with locked(cache):
-            lib = produce(version, cache, args.jobs, args.sdist, args.force)
+            lib = produce(version, cache, args.jobs, args.force)
             out = args.out.expanduser().resolve()
             try:
                 install(lib, out)
@@ -453,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise BuildError(f"cannot write --out {out}: {e.strerror or e}") from None
     except BuildError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    except UnlockedError as e:  # download / extraction (the app's hints are about catalogs: not shown)
+        print(f"{PROG}: error: {e.message}", file=sys.stderr)
         return EXIT_FAIL
     except OSError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
