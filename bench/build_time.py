@@ -25,12 +25,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from app.core.build.plan import BuildPlan, plan_build  # noqa: E402
-from app.core.build.prereq import find_tools  # noqa: E402
+from app.core.builder.plan import BuildPlan, plan_build  # noqa: E402
+from app.core.builder.prereq import find_tools  # noqa: E402
 from app.core.hardware.cpu import parse_proc_cpuinfo  # noqa: E402
 from app.core.hardware.report import HardwareReport  # noqa: E402
 from app.core.runner import ProcessPlan, run_process  # noqa: E402
-from tests.core.build import realbuild as rb  # noqa: E402
+from tests.core.builder import realbuild as rb  # noqa: E402
 
 
 def timed_build(plan: BuildPlan, targets: tuple[str, ...] | None) -> tuple[float, float, int]:

@@ -33,11 +33,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from app.core.build.execute import run_build  # noqa: E402
-from app.core.build.plan import plan_build  # noqa: E402
-from app.core.build.prereq import find_tools  # noqa: E402
-from app.core.build.source import prepare_source  # noqa: E402
-from app.core.build.tinymodel import shipped_model  # noqa: E402
+from app.core.builder.execute import run_build  # noqa: E402
+from app.core.builder.plan import plan_build  # noqa: E402
+from app.core.builder.prereq import find_tools  # noqa: E402
+from app.core.builder.source import prepare_source  # noqa: E402
+from app.core.builder.tinymodel import shipped_model  # noqa: E402
 from app.core.hardware.nvidia import SMI_QUERY_FIELDS, parse_smi_csv, smi_query_argv  # noqa: E402
 from app.core.hardware.probe import probe_hardware  # noqa: E402
 
@@ -201,7 +201,7 @@ def main() -> int:
 
     model = shipped_model()
     # Negative control: the template (CPU-only libraries) under the CUDA smoke check must FAIL (no silent CPU pass).
-    from app.core.build.smoke import plan_smoke, run_smoke
+    from app.core.builder.smoke import plan_smoke, run_smoke
 
     neg = run_smoke(plan_smoke(template, model, framework="cuda", program="llama-simple"))
     (out / "negative-smoke.json").write_text(json.dumps(neg.__dict__, indent=2, default=list), encoding="utf-8")
@@ -225,7 +225,7 @@ def main() -> int:
         summary["speed_gpu_tiny"] = speed(folder, exe, model, 99)
         summary["speed_cpu_tiny"] = speed(template, template / "llama-simple", model, 0)
         # A bigger random model (8 blocks, 2048 wide, f16, ~0.5 B parameters) where the GPU's work dominates.
-        from app.core.build.tinymodel import write_tiny_gguf
+        from app.core.builder.tinymodel import write_tiny_gguf
 
         big = work / "bench-f16.gguf"
         t = time.monotonic()

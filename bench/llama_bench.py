@@ -8,7 +8,7 @@ Builds (cached, through the product's plan/build code, from the llama-cpp-python
     (they leave BMI2 on by accident; that does not change speed on this host but SIGILLs on Ivy Bridge),
   * noavx for a Nehalem i7-920 (SSE4.2 only).
 One llama-bench binary (it gets no -m flags; only libggml-cpu does) runs against each build's libraries, swapped
-in exactly as the packager swaps them. Same tiny models (q8_0 and f16 from app.core.build.tinymodel), same run,
+in exactly as the packager swaps them. Same tiny models (q8_0 and f16 from app.core.builder.tinymodel), same run,
 native on this host (qemu speeds are pass/fail evidence only). Prints a table; asserts nothing.
 """
 
@@ -28,9 +28,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from app.core.build.execute import run_build  # noqa: E402
-from app.core.build.tinymodel import write_tiny_gguf  # noqa: E402
-from tests.core.build import realbuild as rb  # noqa: E402
+from app.core.builder.execute import run_build  # noqa: E402
+from app.core.builder.tinymodel import write_tiny_gguf  # noqa: E402
+from tests.core.builder import realbuild as rb  # noqa: E402
 
 BUILDS = {
     "tailored avx1 (Ivy Bridge: AVX+F16C)": ("ivybridge", "cpu-avx1"),
@@ -40,7 +40,7 @@ BUILDS = {
 
 
 def bench_binary() -> Path:
-    """llama-bench (and llama-server, for tests/core/build/test_server_smoke.py) from a cached build (tools on)."""
+    """llama-bench (and llama-server, for tests/core/builder/test_server_smoke.py) from a cached build (tools on)."""
     plan = rb.server_plan()
     argv = list(plan.build.argv)
     argv = [*argv[: argv.index("--target")], "--target", "llama-bench", "llama-server"]

@@ -54,3 +54,17 @@ def test_importing_every_core_module_loads_no_qt() -> None:
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_every_python_file_under_app_is_linted() -> None:
+    """ruff must read every .py of the package: an exclude that matches a package name (e.g. a bare "build")
+    would silently drop that package from lint, and with it the Qt ban above."""
+    r = subprocess.run([_ruff(), "check", "--no-cache", "--show-files", "app", "tests", "bench", "scripts"],
+                       capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    linted = {Path(line.strip()).resolve() for line in r.stdout.splitlines() if line.strip().endswith(".py")}
+    on_disk = {p.resolve() for top in ("app", "tests", "bench", "scripts") for p in (REPO / top).rglob("*.py")
+               if "__pycache__" not in p.parts}
+    missing = sorted(str(p.relative_to(REPO)) for p in on_disk - linted)
+    assert not missing, f"not linted: {missing}"
+    assert any("builder" in p.parts for p in linted)

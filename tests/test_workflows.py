@@ -130,7 +130,7 @@ def _cc(text: str) -> tuple[int, ...]:
 
 
 def test_backend_matrix_covers_every_variant_on_windows_and_linux() -> None:
-    from app.core.build.plan import parse_variant
+    from app.core.builder.plan import parse_variant
     from app.core.hardware.probe import load_report_file
 
     variants = {v["id"]: v for v in

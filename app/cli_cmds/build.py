@@ -79,7 +79,7 @@ def _template(args: argparse.Namespace) -> Any:
 
 
 def run_build_cmd(args: argparse.Namespace) -> int:
-    from app.core.build.pipeline import prepare_job, run_job
+    from app.core.builder.pipeline import prepare_job, run_job
     from app.core.hardware.probe import report_from_sources
 
     if args.jobs is not None and args.jobs < 1:
@@ -174,7 +174,7 @@ def run_build_cmd(args: argparse.Namespace) -> int:
 
 
 def run_audit_cmd(args: argparse.Namespace) -> int:
-    from app.core.build.audit import audit_folder, audit_violations
+    from app.core.builder.audit import audit_folder, audit_violations
 
     p = Path(args.path)
     if not p.exists():
@@ -226,8 +226,8 @@ def run_audit_cmd(args: argparse.Namespace) -> int:
 
 
 def run_smoke_cmd(args: argparse.Namespace) -> int:
-    from app.core.build.smoke import plan_smoke, run_smoke
-    from app.core.build.tinymodel import shipped_model
+    from app.core.builder.smoke import plan_smoke, run_smoke
+    from app.core.builder.tinymodel import shipped_model
 
     folder = Path(args.path)
     if not folder.is_dir():

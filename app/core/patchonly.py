@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.core.build.audit import FolderAudit, Violation, audit_folder, audit_violations
+from app.core.builder.audit import FolderAudit, Violation, audit_folder, audit_violations
 from app.core.fetch.errors import PatchRefused
 from app.core.fetch.obtain import new_staging_dir
 from app.core.hardware.report import HardwareReport

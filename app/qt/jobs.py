@@ -186,7 +186,7 @@ def build_template(state: Any) -> Any:
 
 
 def _build_option(state: Any, config: Any) -> MethodOption:
-    pipeline = core("app.core.build.pipeline")
+    pipeline = core("app.core.builder.pipeline")
     template = build_template(state)
     job = pipeline.prepare_job(template=template, variant=state.candidate.variant, report=state.report, fetch=False,
                                source=config.build_source() if config is not None else None)
@@ -282,7 +282,7 @@ def _download_job(ctx: JobContext, plan: Any, report: Any) -> InstallOutcome:
 
 
 def audit_check(folder: Path, report: Any) -> Check:
-    audit = core("app.core.build.audit")
+    audit = core("app.core.builder.audit")
     fa = audit.audit_folder(folder)
     isa = list(report.cpu.isa) if report is not None and report.cpu is not None else []
     bad = audit.audit_violations(fa, isa)
@@ -295,8 +295,8 @@ def audit_check(folder: Path, report: Any) -> Check:
 def smoke_check(ctx: JobContext, folder: Path) -> Check:
     """Run the installed pack's own server with the tiny model, when it has one."""
     backends = core("app.core.lmstudio.backends")
-    smoke = core("app.core.build.smoke")
-    tiny = core("app.core.build.tinymodel")
+    smoke = core("app.core.builder.smoke")
+    tiny = core("app.core.builder.tinymodel")
     info = backends.read_backend(folder)
     server = folder / (info.server_relpath or "llama-server")
     if not server.is_file():
@@ -323,7 +323,7 @@ BUILD_STEP_STAGE = {
 
 
 def _build_job(ctx: JobContext, job: Any, home: Any, source: Path | None = None) -> InstallOutcome:
-    pipeline = core("app.core.build.pipeline")
+    pipeline = core("app.core.builder.pipeline")
     inst = core("app.core.lmstudio.install")
     prov = core("app.core.lmstudio.provenance")
     stage_start(ctx, "source")

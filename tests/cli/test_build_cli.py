@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from app.core.build.smoke import have_qemu
+from app.core.builder.smoke import have_qemu
 from tests.conftest import HWDATA, REPO
-from tests.core.build import realbuild as rb
+from tests.core.builder import realbuild as rb
 
 SCRIPT = Path(sys.executable).parent / "lms-unlocked"
 IVY = str(HWDATA / "cpuinfo" / "ivybridge-i5-3570k.txt")
@@ -319,7 +319,7 @@ def test_tag_download_with_progress_then_a_configure_that_cannot_be_verified(
 ) -> None:
     """The tag archive comes from a local mirror (real HTTP); it is not really llama.cpp, so CMake configures it but
     ignores every ggml option: the build must stop after configure with a clear error, not build blind."""
-    from tests.core.build.test_source_patches import tiny_tree
+    from tests.core.builder.test_source_patches import tiny_tree
     from tests.httpserver import LocalHTTPServer
 
     with LocalHTTPServer() as srv:

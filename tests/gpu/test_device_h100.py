@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from app.core.build.plan import plan_build
-from app.core.build.smoke import device_patterns
-from app.core.build.source import SourceTree
+from app.core.builder.plan import plan_build
+from app.core.builder.smoke import device_patterns
+from app.core.builder.source import SourceTree
 from app.core.hardware.nvidia import SMI_QUERY_FIELDS, parse_smi_csv, parse_smi_q, parse_smi_table
 from app.core.hardware.report import HardwareReport
 from app.core.hardware.vulkan import decode_driver_version, nvidia_driver_text

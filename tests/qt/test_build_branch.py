@@ -3,7 +3,7 @@
 smoke test and the transactional install — driven through the pages like a user would.
 
 Stand-in: the "official" LM Studio CPU backend in the temp home is our own AVX2 build of the same commit
-(tests/core/build/realbuild.make_template_folder), because LM Studio's closed binaries cannot be had here.
+(tests/core/builder/realbuild.make_template_folder), because LM Studio's closed binaries cannot be had here.
 The build directories are cached in persistent_test_cache()/gui-build, so only the first run pays for the compile.
 """
 
@@ -17,7 +17,7 @@ from app.core.flow import Method, PageId
 from app.core.lmstudio.backends import list_backends, read_backend
 from app.qt.worker import JobState
 from tests.conftest import persistent_test_cache
-from tests.core.build import realbuild
+from tests.core.builder import realbuild
 from tests.lmstudio_homes import make_home
 from tests.qt.conftest import close_error_dialogs
 from tests.qt.test_branches import go_next, start, to_recommendation

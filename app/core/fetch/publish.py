@@ -99,7 +99,7 @@ def _write_archive(folder: Path, dest: Path, fmt: str) -> None:
 
 def _audit(folder: Path, requires: Mapping[str, Any]) -> str:
     """Refuse to publish binaries that need more than the entry's `requires.cpu_isa` promises."""
-    from app.core.build.audit import audit_folder, audit_violations
+    from app.core.builder.audit import audit_folder, audit_violations
 
     cpu_isa = list(requires.get("cpu_isa", []))
     fa = audit_folder(folder)

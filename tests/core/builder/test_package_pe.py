@@ -1,7 +1,7 @@
 """Packaging a Windows (PE) backend from a 1.x-Windows-shaped template: real DLLs built with mingw-w64.
 
 Stand-ins: LM Studio's `llm_engine.dll` is a small DLL importing from `ggml-cpu.dll`, the official `ggml-cpu.dll`
-is compiled with AVX2 flags, our build's with AVX1 flags (tests/core/build/conftest.py ISA_SOURCE). The manifest
+is compiled with AVX2 flags, our build's with AVX1 flags (tests/core/builder/conftest.py ISA_SOURCE). The manifest
 and display-data are the real 1.48.0 Windows files (manifest turned back into the official avx2 one).
 """
 
@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from app.core.build.abi import AbiError
-from app.core.build.package import IsaViolationError, package_backend
-from app.core.build.plan import plan_build
-from app.core.build.source import SourceTree
+from app.core.builder.abi import AbiError
+from app.core.builder.package import IsaViolationError, package_backend
+from app.core.builder.plan import plan_build
+from app.core.builder.source import SourceTree
 from app.core.lmstudio.backends import read_backend
 from tests.conftest import BACKEND_EXAMPLES
-from tests.core.build.conftest import AVX1_FLAGS, AVX2_FLAGS
-from tests.core.build.realbuild import report_for
+from tests.core.builder.conftest import AVX1_FLAGS, AVX2_FLAGS
+from tests.core.builder.realbuild import report_for
 
 ENGINE = """
 __declspec(dllimport) int base_add(int, int);
@@ -94,7 +94,7 @@ def test_windows_package(tmp_path: Path, compile_isa_lib: Callable[..., Path]) -
     cpu = res.audit.get("ggml-cpu.dll")
     assert cpu.format == "PE" and cpu.uses("AVX") > 0 and cpu.uses("AVX2") == 0
     assert not res.audit.get("llm_engine.dll").counted
-    from app.core.build.abi import _pe_imports
+    from app.core.builder.abi import _pe_imports
 
     assert "avx_add" in _pe_imports(res.folder / "llm_engine.dll")["ggml-cpu.dll"]  # the guard had work to do
     raw = (res.folder / "backend-manifest.json").read_bytes()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from app.core.build.patches import (
+from app.core.builder.patches import (
     PatchEntry,
     PatchError,
     apply_patches,
@@ -23,11 +23,11 @@ from app.core.build.patches import (
     read_series,
     select_patches,
 )
-from app.core.build.source import find_llama_root, obtain_archive, prepare_source
+from app.core.builder.source import find_llama_root, obtain_archive, prepare_source
 from app.core.errors import InputFileError
 from app.core.fetch.errors import ChecksumMismatch
 from app.core.paths import patches_dir
-from tests.core.build import realbuild as rb
+from tests.core.builder import realbuild as rb
 from tests.httpserver import Fault, LocalHTTPServer
 
 CMAKE = "cmake_minimum_required(VERSION 3.14)\nproject(llama.cpp)\n"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.core.build.audit import (
+from app.core.builder.audit import (
     AuditError,
     audit_binary,
     audit_folder,
@@ -18,7 +18,7 @@ from app.core.build.audit import (
     counts_for_target,
     usable_extensions,
 )
-from tests.core.build.conftest import AVX1_FLAGS, AVX2_FLAGS
+from tests.core.builder.conftest import AVX1_FLAGS, AVX2_FLAGS
 
 IVYBRIDGE = ("SSE3", "SSSE3", "SSE4.1", "SSE4.2", "AVX", "F16C")
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from app.core.build.audit import audit_folder, audit_violations
-from app.core.build.prereq import check_prerequisites, find_tools
-from app.core.build.smoke import plan_smoke, run_smoke
-from app.core.build.tinymodel import shipped_model
-from tests.core.build import realbuild as rb
+from app.core.builder.audit import audit_folder, audit_violations
+from app.core.builder.prereq import check_prerequisites, find_tools
+from app.core.builder.smoke import plan_smoke, run_smoke
+from app.core.builder.tinymodel import shipped_model
+from tests.core.builder import realbuild as rb
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 

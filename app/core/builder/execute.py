@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.core.build.plan import BuildPlan, verify_configure_output
+from app.core.builder.plan import BuildPlan, verify_configure_output
 from app.core.runner import CancelToken, Progress, run_process
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from app.core.build.abi import AbiError, check_abi, exported_symbols, require_abi
-from app.core.build.prereq import Tools, check_prerequisites, find_tools, install_hint, nvcc_version, require
-from app.core.build.tinymodel import SHIPPED_NAME, shipped_model, vocabulary, write_tiny_gguf
+from app.core.builder.abi import AbiError, check_abi, exported_symbols, require_abi
+from app.core.builder.prereq import Tools, check_prerequisites, find_tools, install_hint, nvcc_version, require
+from app.core.builder.tinymodel import SHIPPED_NAME, shipped_model, vocabulary, write_tiny_gguf
 
 LIB_V1 = """
 #ifdef _WIN32
@@ -104,7 +104,7 @@ def test_cuda_toolchain_vs_compute_capability() -> None:
 
 
 def test_cublas_is_found_through_a_wrapper_script_or_reported_missing(tmp_path: Path) -> None:
-    from app.core.build.prereq import find_cublas
+    from app.core.builder.prereq import find_cublas
 
     kit = tmp_path / "cuda-12.4"
     (kit / "bin").mkdir(parents=True)

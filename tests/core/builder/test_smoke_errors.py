@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from app.core.build.smoke import SmokeTestFailed, plan_smoke, require_smoke, run_smoke
-from app.core.build.tinymodel import shipped_model
+from app.core.builder.smoke import SmokeTestFailed, plan_smoke, require_smoke, run_smoke
+from app.core.builder.tinymodel import shipped_model
 
 
 @pytest.mark.parametrize("content,mode", [(b"MZ\x90\x00 a Windows program", 0o755), (b"#!/bin/sh\necho hi\n", 0o644)])

@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.core.build.source import SourceTree
+from app.core.builder.source import SourceTree
 from app.core.errors import UsageError
 from app.core.hardware.report import HardwareReport
 from app.core.isa_flags import cmake_isa_flags, cmake_option_states, isa_from_cmake_flags, manifest_ise, sort_isa

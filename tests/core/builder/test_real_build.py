@@ -18,15 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from app.core.build.abi import AbiError, check_abi
-from app.core.build.audit import audit_folder
-from app.core.build.execute import BuildResult
-from app.core.build.package import IsaViolationError, PackageResult, elf_runpath, package_backend
-from app.core.build.plan import BuildPlan
-from app.core.build.smoke import SmokeResult, have_qemu, plan_smoke, run_smoke
-from app.core.build.tinymodel import shipped_model
+from app.core.builder.abi import AbiError, check_abi
+from app.core.builder.audit import audit_folder
+from app.core.builder.execute import BuildResult
+from app.core.builder.package import IsaViolationError, PackageResult, elf_runpath, package_backend
+from app.core.builder.plan import BuildPlan
+from app.core.builder.smoke import SmokeResult, have_qemu, plan_smoke, run_smoke
+from app.core.builder.tinymodel import shipped_model
 from app.core.lmstudio.backends import read_backend
-from tests.core.build import realbuild as rb
+from tests.core.builder import realbuild as rb
 
 pytestmark = [
     pytest.mark.slow,
@@ -179,7 +179,7 @@ def test_abi_guard_on_real_libraries(
     importers = {m.importer for m in missing}
     assert {"libllama.so.0.5.0", "libggml.so.0.25.3", "libggml-cpu.so.0.25.3", "llm_engine.node"} <= importers
     assert any(m.symbol == "ggml_init" for m in missing)
-    from app.core.build.abi import require_abi
+    from app.core.builder.abi import require_abi
 
     with pytest.raises(AbiError, match="symbol"):
         require_abi(missing, folder=folder)

@@ -13,12 +13,12 @@ import os
 import subprocess
 from pathlib import Path
 
-from app.core.build.package import package_backend
-from app.core.build.plan import plan_build
-from app.core.build.source import SourceTree
+from app.core.builder.package import package_backend
+from app.core.builder.plan import plan_build
+from app.core.builder.source import SourceTree
 from app.core.hardware.report import NvidiaGpu
 from app.core.lmstudio.backends import read_backend
-from tests.core.build.realbuild import report_for
+from tests.core.builder.realbuild import report_for
 from tests.lmstudio_homes import write_backend
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from app.core.build.plan import (
+from app.core.builder.plan import (
     ConfigureCheckError,
     PlanError,
     cuda_arch,
@@ -19,9 +19,9 @@ from app.core.build.plan import (
     plan_build,
     verify_configure_output,
 )
-from app.core.build.source import SourceTree
+from app.core.builder.source import SourceTree
 from app.core.hardware.report import HardwareReport, NvidiaGpu
-from tests.core.build.realbuild import report_for
+from tests.core.builder.realbuild import report_for
 
 SRC = SourceTree(Path("/src/llama.cpp"), "b6275", "e288693abc", "test")
 ROOT = Path("/cache/builds")

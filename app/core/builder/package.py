@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.core.build.abi import MissingSymbol, check_abi, require_abi
-from app.core.build.audit import FolderAudit, Violation, audit_folder, audit_violations, binary_format
-from app.core.build.plan import BuildPlan
+from app.core.builder.abi import MissingSymbol, check_abi, require_abi
+from app.core.builder.audit import FolderAudit, Violation, audit_folder, audit_violations, binary_format
+from app.core.builder.plan import BuildPlan
 from app.core.errors import UnlockedError
 from app.core.lmstudio.clone import clone_template
 from app.core.lmstudio.naming import our_backend_name

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.core.build.patches import AppliedPatch, apply_patches, read_series, select_patches
+from app.core.builder.patches import AppliedPatch, apply_patches, read_series, select_patches
 from app.core.errors import InputFileError, UnlockedError
 from app.core.fetch.download import DownloadProgress, download_file, hash_file
 from app.core.runner import CancelToken

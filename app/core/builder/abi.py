@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.core.build.audit import binary_format, find_binaries
+from app.core.builder.audit import binary_format, find_binaries
 from app.core.errors import UnlockedError
 
 

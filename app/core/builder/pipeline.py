@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.core.build.execute import BuildResult, run_build
-from app.core.build.package import PackageResult, package_backend
-from app.core.build.plan import BuildPlan, parse_variant, plan_build
-from app.core.build.prereq import PrereqReport, Tools, check_prerequisites, find_tools, require
-from app.core.build.smoke import SmokeResult, have_qemu, plan_smoke, require_smoke, run_smoke
-from app.core.build.source import SourceTree, find_prepared_source, prepare_source
-from app.core.build.tinymodel import shipped_model
+from app.core.builder.execute import BuildResult, run_build
+from app.core.builder.package import PackageResult, package_backend
+from app.core.builder.plan import BuildPlan, parse_variant, plan_build
+from app.core.builder.prereq import PrereqReport, Tools, check_prerequisites, find_tools, require
+from app.core.builder.smoke import SmokeResult, have_qemu, plan_smoke, require_smoke, run_smoke
+from app.core.builder.source import SourceTree, find_prepared_source, prepare_source
+from app.core.builder.tinymodel import shipped_model
 from app.core.errors import UsageError
 from app.core.hardware.report import HardwareReport
 from app.core.lmstudio.backends import BackendInfo

@@ -4,7 +4,7 @@ Source: the llama-cpp-python 0.3.36 sdist from PyPI (vendors llama.cpp commit 0c
 with pip on a fresh machine. Every build goes through the product's own prepare_source / plan_build /
 run_build, so a second run re-uses the source tree and the build directories (Ninja has nothing to do).
 
-Run `python -m tests.core.build.realbuild` to warm the cache outside pytest.
+Run `python -m tests.core.builder.realbuild` to warm the cache outside pytest.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from app.core.build.execute import BuildResult, run_build
-from app.core.build.plan import BuildPlan, plan_build
-from app.core.build.prereq import find_tools
-from app.core.build.source import SourceTree, prepare_source
+from app.core.builder.execute import BuildResult, run_build
+from app.core.builder.plan import BuildPlan, plan_build
+from app.core.builder.prereq import find_tools
+from app.core.builder.source import SourceTree, prepare_source
 from app.core.hardware.cpu import parse_proc_cpuinfo
 from app.core.hardware.report import HardwareReport
 from tests.conftest import HWDATA, persistent_test_cache

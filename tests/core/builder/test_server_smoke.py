@@ -13,9 +13,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from app.core.build.smoke import plan_smoke, run_smoke
-from app.core.build.tinymodel import shipped_model
-from tests.core.build import realbuild as rb
+from app.core.builder.smoke import plan_smoke, run_smoke
+from app.core.builder.tinymodel import shipped_model
+from tests.core.builder import realbuild as rb
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -47,7 +47,7 @@ def test_2x_package_puts_the_server_in_a_subfolder_and_it_runs(server_bin: Path,
     and its libraries go to unlocked-server/, the manifest and artifacts point there, and that server answers."""
     import json
 
-    from app.core.build.package import package_backend
+    from app.core.builder.package import package_backend
     from tests.lmstudio_homes import write_backend
 
     tmpl = write_backend(tmp_path / "llama.cpp-linux-x86_64-avx2-2.14.0", "linux-cpu-2.14.0")
