@@ -8,11 +8,25 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-# ../shared beside the checkout holds recorded real hardware dumps and real LM Studio manifests.
-SHARED = Path(os.environ.get("LMS_UNLOCKED_SHARED", REPO.parent / "shared"))
-HWDATA = SHARED / "hwdata"
-BACKEND_EXAMPLES = SHARED / "lmstudio-backend-examples"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+# Recorded real hardware dumps and real (public, community) LM Studio manifests, copied into the repository with
+# their attribution (each folder's README.md): the default run needs nothing outside the checkout.
+HWDATA = FIXTURES / "hwdata"
+BACKEND_EXAMPLES = FIXTURES / "lmstudio-backend-examples"
+# LM Studio's own binaries (two real Windows 1.48.0 backend folders) may not be redistributed: they are read from
+# ../shared/lmstudio-real/ beside the checkout, only by tests marked `lmstudio_real`, which skip where it is absent.
+SHARED = Path(os.environ.get("LMS_UNLOCKED_SHARED", REPO.parent / "shared"))
+LMSTUDIO_REAL = SHARED / "lmstudio-real"
+LMSTUDIO_REAL_SKIP = (f"needs LM Studio's real Windows backend folders in {LMSTUDIO_REAL} (third-party binaries that "
+                      "may not be redistributed, so they are not in the repository)")
+
+
+@pytest.fixture
+def lmstudio_real() -> Path:
+    """The folder holding the real 1.48.0 backend archives; tests using it must carry @pytest.mark.lmstudio_real."""
+    if not (LMSTUDIO_REAL / "llama.cpp-win-x86_64-avx-1.48.0.7z").is_file():
+        pytest.skip(LMSTUDIO_REAL_SKIP)
+    return LMSTUDIO_REAL
 
 
 @pytest.fixture(autouse=True)
