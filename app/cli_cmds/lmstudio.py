@@ -26,14 +26,14 @@ from app.core.lmstudio.install import (
     recover,
 )
 from app.core.lmstudio.judge import judge_backend
-from app.core.lmstudio.naming import OFFICIAL_NAMES
+from app.core.lmstudio.kinds import classify_backend
 from app.core.lmstudio.prefs import read_settings, selections
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "list",
-        help="list LM Studio's backends: requirements, status, selection, ours or official",
+        help="list LM Studio's backends: requirements, status, selection, kind (official, ours, third-party)",
         description="One row per backend folder in <home>/extensions/backends, judged like LM Studio does.",
     )
     _common(p, hardware=True)
@@ -132,6 +132,7 @@ def run_list(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     for b in list_backends(h):
         j = judge_backend(b, report, app_version=args.app_version)
+        k = classify_backend(b)
         gpu = b.gpu_framework + (f" {','.join(b.gpu_targets)}" if b.gpu_targets else "")
         rows.append(
             {
@@ -150,7 +151,10 @@ def run_list(args: argparse.Namespace) -> int:
                 "caveats": list(j.caveats),
                 "selected_for": sel.get(b.ident, ""),
                 "lmstudio_last_status": said[b.ident].status if b.ident in said else "",
-                "kind": "ours" if b.ours else ("official" if b.name in OFFICIAL_NAMES else "not ours"),
+                "kind": k.kind,
+                "kind_words": k.words,
+                "kind_reasons": list(k.reasons),
+                "name_clash": k.name_clash,
                 "problems": [p.message for p in b.problems],
             }
         )
@@ -178,8 +182,12 @@ def run_list(args: argparse.Namespace) -> int:
     for r in rows:
         needs = " ".join(x or '""' for x in r["ise"]) + (f" + {r['gpu']}" if r["gpu"] else "")
         mark = f"  [selected: {r['selected_for']}]" if r["selected_for"] else ""
-        out(f"{r['ident'] or '(unreadable)'}  {r['kind']}  {r['generation']}  needs {needs or '-'}{mark}")
+        out(f"{r['ident'] or '(unreadable)'}  {r['kind_words']}  {r['generation']}  needs {needs or '-'}{mark}")
         out(f"    folder: {r['folder']}")
+        if r["name_clash"]:
+            out("    name clash: it uses the name of an official LM Studio pack without being one")
+        for why in r["kind_reasons"] if r["kind"] == "third-party" else ():
+            out(f"    not LM Studio's own: {why}")
         if r["display_name"] or r["llama_cpp"]:
             out(f"    shown as: {r['display_name'] or '-'}; llama.cpp {r['llama_cpp'] or 'build unknown'}")
         out(f"    status: {r['status']} - {r['status_message']}")

@@ -62,13 +62,17 @@ def test_list_json(home: Path) -> None:
         "gguf",
     )
     assert rows["llama.cpp-win-x86_64-avx@1.48.0"]["status"] == "incompatiblePlatform"
+    assert rows["llama.cpp-win-x86_64-avx@1.48.0"]["kind"] == "third-party"
+    assert not rows["llama.cpp-win-x86_64-avx@1.48.0"]["name_clash"]
     assert rows["llama.cpp-win-x86_64-avx@1.48.0"]["llama_cpp"] == "b6275"
 
 
 def test_list_human(home: Path) -> None:
     r = cli("list", "--home", str(home), "--no-probe")
     assert r.returncode == 0, r.stderr
-    assert f"{OURS}@2.14.0  ours  2.x  needs AVX" in r.stdout and "[selected: gguf]" in r.stdout
+    assert f"{OURS}@2.14.0  installed by lms-unlocked  2.x  needs AVX" in r.stdout and "[selected: gguf]" in r.stdout
+    assert "llama.cpp-win-x86_64-avx@1.48.0  third-party (community or hand-made)  1.x" in r.stdout
+    assert "llama.cpp-linux-x86_64-vulkan-avx2@2.14.0  LM Studio's own  2.x" in r.stdout
 
 
 def test_missing_home_and_pointer_to_nowhere(tmp_path: Path) -> None:

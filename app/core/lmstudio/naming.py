@@ -48,6 +48,35 @@ OFFICIAL_NAMES = frozenset(
 )
 
 
+# The official grammar (docs/lmstudio-contract.md §4.1): engine, OS, arch, optional GPU part, then the ISE token
+# LM Studio uses for that OS/arch - avx2 on x86_64, advsimd on mac-arm64, none on linux-arm64 and win-arm64.
+OFFICIAL_GRAMMAR = re.compile(
+    r"^(?P<engine>llama\.cpp|mlx-llm|harmony)-(?P<os>win|linux|mac)-(?P<arch>x86_64|arm64)"
+    r"(?:-(?P<gpu>nvidia-cuda(?:12|13)?|amd-rocm|vulkan|apple-metal))?(?:-(?P<ise>avx2|advsimd))?$"
+)
+# manifest ``instruction_set_extensions`` LM Studio ships for each ISE token (§5.2, §11.2)
+OFFICIAL_ISE: dict[str, tuple[tuple[str, ...], ...]] = {
+    "avx2": (("AVX2",),),
+    "advsimd": (("AdvSIMD",),),
+    "": ((), ("AdvSIMD",)),  # arm64 names carry no token; what the manifest lists is not documented
+}
+
+
+def official_grammar(name: str) -> dict[str, str] | None:
+    """The parts of ``name`` when it follows LM Studio's own naming (official ISE token included), else None."""
+    m = OFFICIAL_GRAMMAR.match(name)
+    if m is None:
+        return None
+    parts = {k: v or "" for k, v in m.groupdict().items()}
+    want = {"x86_64": "avx2", "arm64": "advsimd" if parts["os"] == "mac" else ""}[parts["arch"]]
+    return parts if parts["ise"] == want else None
+
+
+def looks_official(name: str) -> bool:
+    """True for a known official name or one that follows the official grammar with the official ISE token."""
+    return name in OFFICIAL_NAMES or official_grammar(name) is not None
+
+
 class NamingError(UsageError):
     code = "bad-backend-name"
 
