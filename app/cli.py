@@ -7,11 +7,10 @@ import importlib
 import json
 import logging
 import sys
-import traceback
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 from app import APP_NAME, __version__
+from app.core.crashlog import write_crash_log
 from app.core.errors import UnlockedError
 
 # One module per sub-command (or group of sub-commands) under app/cli_cmds/. Each defines
@@ -46,20 +45,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _crash_log(exc: BaseException) -> str:
-    """Write an unexpected exception to the log dir; return the file path (or '' if that fails)."""
-    try:
-        from app.core.paths import user_log_dir
-
-        d = user_log_dir()
-        d.mkdir(parents=True, exist_ok=True)
-        path = d / f"crash-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.log"
-        path.write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
-        return str(path)
-    except OSError:
-        return ""
-
-
 def _wants_json(args: argparse.Namespace | None) -> bool:
     return bool(args is not None and getattr(args, "json", False))
 
@@ -88,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write("cancelled\n")
         return 130
     except Exception as exc:  # never a traceback in the user's face
-        path = _crash_log(exc)
+        path = write_crash_log(exc)
         msg = f"error: unexpected internal error: {exc!r}"
         if path:
             msg += f"\n  the full traceback was written to {path}; please attach it to a bug report"

@@ -23,7 +23,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-COLD_PROBE = "from app.core.hardware.probe import probe_hardware; probe_hardware()"
+# as `lms-unlocked probe` does it: free disk space measured at LM Studio's home, which the caller resolves
+COLD_PROBE = ("from app.core.hardware.probe import probe_hardware; from app.core.lmstudio.home import resolve_home; "
+              "probe_hardware(disk_path=lambda: resolve_home().path)")
 COLD_PYCPUINFO = "import cpuinfo; cpuinfo.get_cpu_info()"
 
 
@@ -49,7 +51,11 @@ def main() -> int:
 
     import cpuinfo
 
-    from app.core.hardware.probe import probe_hardware
+    from app.core.hardware.probe import probe_hardware as probe_only
+    from app.core.lmstudio.home import resolve_home
+
+    def probe_hardware() -> object:
+        return probe_only(disk_path=lambda: resolve_home().path)
 
     probe_hardware()  # warm-up (imports, data files)
     cpuinfo.get_cpu_info()
@@ -60,7 +66,7 @@ def main() -> int:
         warm_cpuinfo.append(timed(cpuinfo.get_cpu_info))
         cold_probe.append(cold(COLD_PROBE, env))
         cold_cpuinfo.append(cold(COLD_PYCPUINFO, env))
-    report = probe_hardware()
+    report = probe_only()
     rows = [
         ("warm", statistics.median(warm_probe), statistics.median(warm_cpuinfo)),
         ("cold (new process)", statistics.median(cold_probe), statistics.median(cold_cpuinfo)),

@@ -19,8 +19,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "same llama.cpp tag for the target CPU/GPU; audit, package and smoke-test the result.",
     )
     b.add_argument("--variant", required=True, help="cpu-avx1, noavx, vulkan-avx1, cuda-avx1, cuda-avx1-kepler, ...")
-    t = b.add_mutually_exclusive_group(required=True)
-    t.add_argument("--template", metavar="NAME@VERSION", help="an installed official backend to clone")
+    t = b.add_mutually_exclusive_group()
+    t.add_argument("--template", metavar="NAME@VERSION",
+                   help="an installed official backend to clone (default: the newest installed official backend "
+                   "of the variant's GPU framework, as the wizard picks it)")
     t.add_argument("--template-dir", metavar="DIR", help="an official backend folder to clone")
     b.add_argument("--tag", help="llama.cpp tag bNNNN (default: the one the template was built from)")
     b.add_argument("--source", metavar="DIR|ARCHIVE", help="offline llama.cpp source folder or archive")
@@ -64,8 +66,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _template(args: argparse.Namespace) -> Any:
-    from app.core.lmstudio.backends import find_backend, read_backend
+    from app.core.builder.plan import parse_variant
+    from app.core.hardware.system import lmstudio_platform
+    from app.core.lmstudio.backends import find_backend, list_backends, read_backend
     from app.core.lmstudio.home import resolve_home
+    from app.core.recommend import pick_build_template
 
     if args.template_dir:
         d = Path(args.template_dir)
@@ -75,7 +80,10 @@ def _template(args: argparse.Namespace) -> Any:
                 hint="Give an official LM Studio backend folder.",
             )
         return read_backend(d)
-    return find_backend(resolve_home(args.home), args.template)
+    if args.template:
+        return find_backend(resolve_home(args.home), args.template)
+    home = resolve_home(args.home)
+    return pick_build_template(list_backends(home), parse_variant(args.variant).framework, lmstudio_platform())
 
 
 def run_build_cmd(args: argparse.Namespace) -> int:

@@ -8,7 +8,14 @@ from pathlib import Path
 from app.cli_cmds.common import add_home_flag, add_json_flag, add_report_source_flags, emit_json, out
 from app.core.hardware.probe import probe_hardware, report_from_sources
 from app.core.hardware.report import HardwareReport
-from app.core.recommend import Candidate, Recommendation, cpu_sentence, official_cpu_supported, recommend
+from app.core.recommend import (
+    Candidate,
+    Recommendation,
+    cpu_sentence,
+    nvidia_support,
+    official_cpu_supported,
+    recommend,
+)
 
 GIB = 1024**3
 
@@ -38,8 +45,8 @@ def run_probe(args: argparse.Namespace) -> int:
     if args.cpuinfo:
         report = report_from_sources(None, args.cpuinfo)
     else:
-        disk = _home_path(args.home) if args.home else None
-        report = probe_hardware(disk_path=disk, skip_gpu=args.no_gpu)
+        # free space is measured where backends go: LM Studio's home (resolved here, not by the probe)
+        report = probe_hardware(disk_path=lambda: _home_path(args.home), skip_gpu=args.no_gpu)
     if args.json:
         emit_json(report.to_dict())
     else:
@@ -48,7 +55,7 @@ def run_probe(args: argparse.Namespace) -> int:
     return 0
 
 
-def _home_path(home: str) -> Path:
+def _home_path(home: str | None) -> Path:
     from app.core.lmstudio.home import resolve_home
 
     return resolve_home(home).path
@@ -117,7 +124,8 @@ def _describe_gpus(report: HardwareReport) -> list[str]:
         cc = g.compute_capability or "unknown"
         cuda = f", CUDA {g.cuda_driver_version}" if g.cuda_driver_version else ""
         mem = f", {_gib(g.memory_total_bytes)}" if g.memory_total_bytes else ""
-        lines.append(f"  {g.index}: {g.name} — compute capability {cc}, driver {g.driver_version}{cuda}{mem}")
+        lines.append(f"  {g.index}: {g.name} — compute capability {cc}, driver {g.driver_version}{cuda}{mem}; "
+                     + nvidia_support(g.compute_capability).sentence())
     for e in report.errors_for("nvidia"):
         lines.append(f"  none: {e.message}")
     return lines

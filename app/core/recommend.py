@@ -24,6 +24,7 @@ from app.core.isa_flags import cmake_isa_flags, isa_from_cmake_flags, manifest_i
 from app.core.matcher import why_not
 from app.core.paths import data_path
 from app.core.serial import to_jsonable
+from app.core.version import Version, version_key
 
 
 class VariantsDataError(UnlockedError):
@@ -286,16 +287,6 @@ def cpu_sentence(cpu: CpuInfo) -> str:
 # ---------------------------------------------------------------------------------------------- recommend
 
 
-def _version_tuple(v: str) -> tuple[int, ...]:
-    out = []
-    for part in v.split("."):
-        digits = "".join(ch for ch in part if ch.isdigit())
-        if not digits:
-            break
-        out.append(int(digits))
-    return tuple(out)
-
-
 def official_cpu_supported(report: HardwareReport, data: VariantsData | None = None) -> bool:
     """LM Studio's own CPU backends run here: an x86_64 CPU with AVX2+FMA+F16C usable, or an ARM/Apple machine."""
     data = data or load_variants_data()
@@ -347,13 +338,13 @@ def _cuda_plan(report: HardwareReport, variant: Variant) -> tuple[CudaPlan | Non
     driver_min = profile.driver_min_win if platform == "win" else profile.driver_min_linux
     driver = lowest.driver_version
     warnings: list[str] = []
-    if driver and driver_min and _version_tuple(driver) < _version_tuple(driver_min):
+    have, need = Version.parse_or_none(driver), Version.parse_or_none(driver_min)
+    if have is not None and need is not None and have < need:
         warnings.append(
             f"Your NVIDIA driver {driver} is too old for CUDA {profile.cuda_toolkit_max}: install the "
             f"{profile.driver_branch} driver (at least {driver_min})."
         )
-    if driver and profile.driver_max_major is not None and (_version_tuple(driver) or (0,))[0] > \
-            profile.driver_max_major:
+    if have is not None and profile.driver_max_major is not None and have.major > profile.driver_max_major:
         warnings.append(
             f"Driver {driver} is newer than the {profile.driver_branch} branch, the last that supports "
             f"{profile.label.split(' ')[0]} GPUs: install a {profile.driver_max_major}.x driver."
@@ -488,3 +479,80 @@ def _summary(report: HardwareReport, official: bool, recommended: str | None, ca
         last = rejected[-1] if rejected else None
         parts.append("No variant fits this machine" + (f": {last.variant} {last.why_not}." if last else "."))
     return " ".join(parts)
+
+
+# ------------------------------------------------------------------------------------- NVIDIA cards, templates
+
+
+@dataclass(frozen=True)
+class NvidiaSupport:
+    """What an NVIDIA card can run, by compute capability (docs/lmstudio-contract.md §16.4, §16.5).
+
+    ``kind``: "unknown" (no compute capability), "too-old" (below every CUDA build we know),
+    "unlocked" (below LM Studio's official CUDA minimum, covered by one of our CUDA profiles: ``profile``),
+    "official" (LM Studio's own CUDA backend supports it).
+    """
+
+    kind: str
+    cc: str
+    profile: CudaProfile | None = None
+    official_min_cc: str = ""
+
+    def sentence(self) -> str:
+        """One plain clause for people (the wizard's hardware page, `probe`)."""
+        if self.kind == "unknown":
+            return "compute capability unknown"
+        if self.kind == "too-old":
+            return "too old for any CUDA build LM Studio can use; Vulkan may still work"
+        if self.kind == "official":
+            return "supported by LM Studio's official CUDA backend"
+        assert self.profile is not None
+        p = self.profile
+        cuda = f"CUDA {p.cuda_toolkit_max.split('.')[0]}"
+        if p.driver_max_major is not None:  # the last toolkit and driver branch for this generation (Kepler)
+            return (f"{p.label.split(' ')[0]}: LM Studio's CUDA backend no longer supports it; usable through "
+                    f"Vulkan or a {cuda} build")
+        return f"older than LM Studio's current CUDA packs target; usable through a {cuda} build or Vulkan"
+
+
+def nvidia_support(cc: str, data: VariantsData | None = None) -> NvidiaSupport:
+    """Classify a compute capability ("3.7") against the official minimum and our CUDA profiles (variants.json)."""
+    data = data or load_variants_data()
+    key, official = cc_key(cc), cc_key(data.official_cuda_min_cc)
+    if key is None or official is None:
+        return NvidiaSupport("unknown", cc, official_min_cc=data.official_cuda_min_cc)
+    if key >= official:
+        return NvidiaSupport("official", cc, official_min_cc=data.official_cuda_min_cc)
+    profile = next((p for v in data.variants for p in v.cuda_profiles if p.covers(cc)), None)
+    if profile is None:
+        return NvidiaSupport("too-old", cc, official_min_cc=data.official_cuda_min_cc)
+    return NvidiaSupport("unlocked", cc, profile, data.official_cuda_min_cc)
+
+
+class NoBuildTemplate(UnlockedError):
+    """No official backend of the needed kind is installed to package a build into."""
+
+    code = "no-build-template"
+
+
+def pick_build_template(backends: Sequence[Any], framework: str, platform: str = "") -> Any:
+    """The official backend a build is packaged into: an official, valid llama.cpp backend of the build's GPU
+    `framework` ("vulkan", "cuda"; "", "none" or "cpu" for CPU builds) on `platform` (any when ""), the newest
+    engine version.
+
+    `backends` are app.core.lmstudio.backends.BackendInfo (passed in: this module reads no folders).
+
+    Raises:
+        NoBuildTemplate: none fits (LM Studio has not downloaded that kind of runtime yet).
+    """
+    fw = "" if framework.lower() in ("", "none", "cpu") else framework.lower()
+    found = [
+        b for b in backends
+        if b.valid and not b.ours and b.name.startswith("llama.cpp-") and b.gpu_framework.lower() == fw
+        and (not platform or b.platform == platform)
+    ]
+    if not found:
+        kind = f"{fw} " if fw else "CPU "
+        raise NoBuildTemplate(f"No official {kind}backend of LM Studio is installed to build into.",
+                              hint="Start LM Studio once and let it download its runtimes, then try again.")
+    return max(found, key=lambda b: version_key(b.version))

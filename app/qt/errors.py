@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from app import __version__
+from app.core.crashlog import write_crash_log
 from app.core.errors import UnlockedError
 
 log = logging.getLogger(__name__)
@@ -140,9 +141,7 @@ def install_excepthook() -> None:
         if issubclass(exc_type, KeyboardInterrupt):
             sys.__excepthook__(exc_type, exc, tb)
             return
-        from app.cli import _crash_log
-
-        path = _crash_log(exc)
+        path = write_crash_log(exc)
         log.error("unexpected exception", exc_info=(exc_type, exc, tb))
         if QApplication.instance() is None:
             sys.__excepthook__(exc_type, exc, tb)

@@ -13,10 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.core import patchonly
+from app.core.builder import audit, pipeline, smoke, tinymodel
 from app.core.errors import UnlockedError
+from app.core.fetch import obtain
 from app.core.flow import Method
+from app.core.lmstudio import backends, provenance
+from app.core.lmstudio import install as inst
+from app.core.recommend import pick_build_template
 from app.core.runner import ProcessPlan, Progress, run_process
-from app.qt.state import core
 from app.qt.worker import Job, JobContext
 
 
@@ -128,7 +133,6 @@ def _framework(candidate: Any) -> str:
 
 
 def _patch_option(state: Any, config: Any) -> MethodOption:
-    patchonly = core("app.core.patchonly")
     plans = patchonly.find_patch_candidates(state.home, state.report, frameworks=(_framework(state.candidate),))
     if not plans:
         raise UnlockedError("No official LM Studio backend of this kind is installed to patch.")
@@ -145,7 +149,6 @@ ASSUMED_DOWNLOAD_RATE = 5 * 2**20  # bytes/s, for the time estimate only (said s
 
 
 def _download_option(state: Any, config: Any) -> MethodOption:
-    obtain = core("app.core.fetch.obtain")
     variant = getattr(state.candidate, "variant", "")
     key = config.catalog_public_key
     probe = obtain.plan_from_catalog(config.catalog_url, home=state.home, report=state.report, public_key_path=key)
@@ -159,34 +162,23 @@ def _download_option(state: Any, config: Any) -> MethodOption:
     size = plan.size
     t = (size / ASSUMED_DOWNLOAD_RATE + 15) if size else None
     signed = plan.catalog.signed_by if plan.catalog is not None else ""
-    note = f"{plan.entry.ident} from {plan.catalog.source if plan.catalog else plan.source}"
+    note = f"{fits[0].entry.ident} from {plan.catalog.source if plan.catalog else plan.source}"
     note += f", signature checked (key {signed})" if signed else ", UNSIGNED catalog"
     note += "; time assumes 5 MB/s"
     return MethodOption(Method.DOWNLOAD, METHOD_TITLES[Method.DOWNLOAD], available=True, safe=True,
                         time_seconds=t, download_bytes=size, note=note, detail=plan)
 
 
-def build_template(state: Any) -> Any:
-    """The official backend the build is packaged into (same OS/arch and GPU framework, newest first)."""
-    backends = core("app.core.lmstudio.backends")
-    fw = _framework(state.candidate)
+def build_template(state: Any) -> backends.BackendInfo:
+    """The official backend the build is packaged into: the core's choice (the CLI's `build` makes the same)."""
     report = state.report
     platform = report.os.platform if report is not None and report.os is not None else ""
-    found = [
-        b for b in backends.list_backends(state.home)
-        if b.valid and not b.ours and b.name.startswith("llama.cpp-") and b.gpu_framework.lower() == fw
-        and (not platform or b.platform == platform)
-    ]
-    if not found:
-        kind = f"{fw} " if fw else "CPU "
-        raise UnlockedError(f"No official {kind}backend of LM Studio is installed to build into.",
-                            hint="Start LM Studio once and let it download its runtimes, then run the wizard again.")
-    found.sort(key=lambda b: tuple(int(x) for x in b.version.split(".") if x.isdigit()), reverse=True)
-    return found[0]
+    template: backends.BackendInfo = pick_build_template(backends.list_backends(state.home),
+                                                         _framework(state.candidate), platform)
+    return template
 
 
 def _build_option(state: Any, config: Any) -> MethodOption:
-    pipeline = core("app.core.builder.pipeline")
     template = build_template(state)
     job = pipeline.prepare_job(template=template, variant=state.candidate.variant, report=state.report, fetch=False,
                                source=config.build_source() if config is not None else None)
@@ -246,19 +238,17 @@ def install_job(state: Any, config: Any) -> Job:
 
 
 def _patch_job(ctx: JobContext, plan: Any) -> InstallOutcome:
-    patchonly = core("app.core.patchonly")
     step(ctx, "audit", lambda: None)  # the audit ran when the plan was made; its evidence is in the plan
-    audit = Check("ISA audit", not plan.violations,
+    audited = Check("ISA audit", not plan.violations,
                   "nothing in the official binaries needs an instruction this processor lacks"
                   if not plan.violations else "; ".join(v.describe() for v in plan.violations))
     for line in plan.describe():
         ctx.on_line(line)
     result = step(ctx, "clone and install", lambda: patchonly.execute_patch(plan))
-    return InstallOutcome(result.ident, result.dest, (audit,))
+    return InstallOutcome(result.ident, result.dest, (audited,))
 
 
 def _download_job(ctx: JobContext, plan: Any, report: Any) -> InstallOutcome:
-    obtain = core("app.core.fetch.obtain")
     for line in plan.describe():
         ctx.on_line(line)
     stage_start(ctx, "download")
@@ -282,7 +272,6 @@ def _download_job(ctx: JobContext, plan: Any, report: Any) -> InstallOutcome:
 
 
 def audit_check(folder: Path, report: Any) -> Check:
-    audit = core("app.core.builder.audit")
     fa = audit.audit_folder(folder)
     isa = list(report.cpu.isa) if report is not None and report.cpu is not None else []
     bad = audit.audit_violations(fa, isa)
@@ -294,16 +283,13 @@ def audit_check(folder: Path, report: Any) -> Check:
 
 def smoke_check(ctx: JobContext, folder: Path) -> Check:
     """Run the installed pack's own server with the tiny model, when it has one."""
-    backends = core("app.core.lmstudio.backends")
-    smoke = core("app.core.builder.smoke")
-    tiny = core("app.core.builder.tinymodel")
     info = backends.read_backend(folder)
     server = folder / (info.server_relpath or "llama-server")
     if not server.is_file():
         return Check("Smoke test", True, "not run: this pack has no program of its own to start "
                      "(LM Studio loads its libraries directly)")
     fw = info.gpu_framework.lower() or "cpu"
-    plan = smoke.plan_smoke(folder, tiny.shipped_model(), framework=fw, kind="server", program=server.name)
+    plan = smoke.plan_smoke(folder, tinymodel.shipped_model(), framework=fw, kind="server", program=server.name)
     r = smoke.run_smoke(plan, cancel=ctx.cancel)
     for line in r.log_tail:
         ctx.on_line(line)
@@ -323,9 +309,6 @@ BUILD_STEP_STAGE = {
 
 
 def _build_job(ctx: JobContext, job: Any, home: Any, source: Path | None = None) -> InstallOutcome:
-    pipeline = core("app.core.builder.pipeline")
-    inst = core("app.core.lmstudio.install")
-    prov = core("app.core.lmstudio.provenance")
     stage_start(ctx, "source")
     t0 = time.monotonic()
 
@@ -363,7 +346,7 @@ def _build_job(ctx: JobContext, job: Any, home: Any, source: Path | None = None)
         ip = inst.plan_install(home, pkg.folder)
         if ip.blocked:
             raise UnlockedError(ip.blocked, hint="Quit LM Studio (also from the tray) and press Try again.")
-        return inst.execute_install(ip, provenance=prov.read_provenance(pkg.folder) or {})
+        return inst.execute_install(ip, provenance=provenance.read_provenance(pkg.folder) or {})
 
     ir = step(ctx, "install", install)
     return InstallOutcome(ir.ident, ir.dest, tuple(checks), tuple(job.warnings))

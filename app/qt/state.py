@@ -2,37 +2,17 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from app.core.errors import UnlockedError
 from app.core.flow import Branch, FlowState, Method, PageId
 from app.core.hardware.report import HardwareReport
-
-
-class CoreMissing(UnlockedError):
-    """A part of the core this page needs is not in this build."""
-
-    code = "core-missing"
-
-
-def core(module: str) -> ModuleType:
-    """Import a core module, turning its absence into a clear error instead of a crash or a fake result."""
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name and module.startswith(exc.name):
-            raise CoreMissing(
-                f"This build does not include {module}.",
-                context="The wizard step needs a part of the core that is not available.",
-                hint="Use the command line (lms-unlocked --help) or a newer build.",
-            ) from exc
-        raise
+from app.core.lmstudio.home import LmsHome
+from app.core.recommend import Candidate, Recommendation
 
 
 @dataclass
@@ -68,10 +48,10 @@ class WizardConfig:
 @dataclass
 class WizardState:
     branch: Branch = Branch.INSTALL
-    home: Any = None  # app.core.lmstudio.home.LmsHome
+    home: LmsHome | None = None
     report: HardwareReport | None = None
-    recommendation: Any = None  # app.core.recommend.Recommendation
-    candidate: Any = None  # the chosen Recommendation candidate
+    recommendation: Recommendation | None = None
+    candidate: Candidate | None = None  # the chosen one of recommendation.candidates
     expert_continue: bool = False
     method: Method | None = None
     method_options: list[Any] = field(default_factory=list)
@@ -82,13 +62,20 @@ class WizardState:
     repair_summary: str = ""
     uninstall_summary: str = ""
 
+    def require_home(self) -> LmsHome:
+        """LM Studio's home; the Welcome page sets it before any page that needs it."""
+        if self.home is None:
+            raise UnlockedError("LM Studio's home folder is not known yet.",
+                                hint="Go back to the first page and choose LM Studio's home folder.")
+        return self.home
+
     @property
     def official_works(self) -> bool:
-        return bool(getattr(self.recommendation, "official_supported", False))
+        return self.recommendation is not None and self.recommendation.official_supported
 
     @property
     def has_candidate(self) -> bool:
-        return bool(getattr(self.recommendation, "candidates", ()))
+        return self.recommendation is not None and bool(self.recommendation.candidates)
 
     def flow(self, page: PageId) -> FlowState:
         return FlowState(

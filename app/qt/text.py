@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from app.core.hardware.report import CpuInfo, HardwareReport, NvidiaGpu, VulkanDevice
+from app.core.recommend import nvidia_support
 
 WHAT_IS_AVX2 = (
     "AVX and AVX2 are sets of extra instructions that let a processor do many calculations at once. "
@@ -79,17 +80,8 @@ def format_duration(seconds: float | None) -> str:
 
 
 def nvidia_usefulness(gpu: NvidiaGpu) -> str:
-    """What an NVIDIA card is good for, by compute capability (reference §16.4/§16.5)."""
-    cc = gpu.cc_tuple()
-    if cc is None:
-        return "compute capability unknown"
-    if cc < (3, 5):
-        return "too old for any CUDA build LM Studio can use; Vulkan may still work"
-    if cc < (5, 0):
-        return "Kepler: LM Studio's CUDA backend no longer supports it; usable through Vulkan or a CUDA 11 build"
-    if cc < (7, 5):
-        return "older than LM Studio's current CUDA packs target; usable through a CUDA 12 build or Vulkan"
-    return "supported by LM Studio's official CUDA backend"
+    """What an NVIDIA card is good for, by compute capability: the core's verdict (the CLI's `probe` says the same)."""
+    return nvidia_support(gpu.compute_capability).sentence()
 
 
 def gpu_lines(report: HardwareReport) -> list[str]:

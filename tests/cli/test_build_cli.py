@@ -253,6 +253,22 @@ def test_full_build_offline_source_then_smoke(template_dir: Path, tmp_path: Path
     assert p2.returncode == 0, p2.stderr[-2000:]
 
 
+def test_without_template_the_cli_picks_it_as_the_wizard_does(template_dir: Path, tmp_path: Path) -> None:
+    """No --template: the newest installed official backend of the variant's framework (the core's choice)."""
+    from tests.lmstudio_homes import make_home
+
+    home = make_home(tmp_path, backends=())
+    shutil.copytree(template_dir, home / "extensions/backends/llama.cpp-linux-x86_64-avx2-1.48.0", symlinks=True)
+    p = run("build", "--variant", "cpu-avx1", "--home", str(home), "--cpuinfo", IVY, "--plan-only", "--json",
+            tmp_path=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["plan"]["template"] == "llama.cpp-linux-x86_64-avx2@1.48.0"
+    p = run("build", "--variant", "vulkan-avx1", "--home", str(home), "--cpuinfo", IVY, "--plan-only",
+            tmp_path=tmp_path)
+    assert p.returncode == 1 and "No official vulkan backend of LM Studio is installed to build into" in p.stderr
+    assert "Traceback" not in p.stderr
+
+
 @pytest.mark.slow
 def test_build_from_installed_template_and_install(template_dir: Path, tmp_path: Path) -> None:
     from tests.lmstudio_homes import make_home

@@ -6,6 +6,8 @@ import copy
 import csv
 import json
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,15 +15,20 @@ from app.core.hardware.cpu import PF_AVX_INSTRUCTIONS_AVAILABLE, apply_os_featur
 from app.core.hardware.probe import report_from_sources
 from app.core.hardware.report import HardwareReport, NvidiaGpu
 from app.core.isa_flags import cmake_isa_flags, isa_from_cmake_flags
+from app.core.lmstudio.backends import BackendInfo, list_backends
 from app.core.paths import data_path
 from app.core.recommend import (
+    NoBuildTemplate,
     Recommendation,
     load_variants,
+    nvidia_support,
+    pick_build_template,
     recommend,
     validate_variants_json,
     variant_by_id,
 )
 from tests.conftest import FIXTURES
+from tests.lmstudio_homes import make_home
 
 CPUINFO = FIXTURES / "hwdata" / "cpuinfo"
 REPORTS = FIXTURES / "reports"
@@ -245,3 +252,54 @@ def test_real_h100_machine_is_official() -> None:
     rec = recommend(report)
     assert rec.official_supported and rec.recommended is None and rec.candidates == ()
     assert rec.rejection("cuda").why_not.endswith("official CUDA packs already support this GPU")  # type: ignore[union-attr]
+
+
+# --- decisions the wizard and the CLI share -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("cc", "kind", "profile"), [
+    ("", "unknown", None), ("3.0", "too-old", None), ("3.5", "unlocked", "kepler"), ("3.7", "unlocked", "kepler"),
+    ("5.2", "unlocked", "cuda12"), ("6.1", "unlocked", "cuda12"), ("7.0", "unlocked", "cuda12"),
+    ("7.2", "unlocked", "cuda12"), ("7.5", "official", None), ("8.6", "official", None), ("12.0", "official", None),
+])
+def test_nvidia_support_follows_the_variants_data(cc: str, kind: str, profile: str | None) -> None:
+    s = nvidia_support(cc)
+    assert (s.kind, s.profile.id if s.profile else None) == (kind, profile)
+    assert s.official_min_cc == "7.5"
+    sentence = s.sentence()
+    assert ("Kepler" in sentence) == (profile == "kepler")
+    assert ("CUDA 11" in sentence) == (profile == "kepler") and ("CUDA 12" in sentence) == (profile == "cuda12")
+
+
+def _backend(tmp_path: Path, name: str, version: str, fw: str, **kw: Any) -> BackendInfo:
+    return BackendInfo(folder=tmp_path / f"{name}-{version}", name=name, version=version, platform="linux",
+                       gpu_framework=fw, **kw)
+
+
+def test_pick_build_template_takes_the_newest_official_of_the_framework(tmp_path: Path) -> None:
+    found = [
+        _backend(tmp_path, "llama.cpp-linux-x86_64-vulkan-avx2", "2.9.0", "vulkan"),
+        _backend(tmp_path, "llama.cpp-linux-x86_64-vulkan-avx2", "2.14.0", "vulkan"),
+        _backend(tmp_path, "llama.cpp-linux-x86_64-vulkan-avx2", "2.14.0-b4", "vulkan"),
+        _backend(tmp_path, "llama.cpp-linux-x86_64-vulkan-avx2", "2.16.0", "vulkan", ours=True),
+        replace(_backend(tmp_path, "llama.cpp-win-x86_64-vulkan-avx2", "2.20.0", "Vulkan"), platform="win"),
+        _backend(tmp_path, "llama.cpp-linux-x86_64-avx2", "2.22.0", ""),
+        _backend(tmp_path, "llama.cpp-linux-x86_64-nvidia-cuda-avx2", "2.22.0", "cuda"),
+    ]
+    # 2.9.0 < 2.14.0-b4 < 2.14.0 (a string or digit-only sort gets this wrong); ours and other platforms never
+    assert pick_build_template(found, "vulkan", "linux").version == "2.14.0"
+    assert pick_build_template(found, "vulkan").version == "2.20.0"
+    assert pick_build_template(found, "none", "linux").name == "llama.cpp-linux-x86_64-avx2"
+    assert pick_build_template(found, "cpu", "linux").name == "llama.cpp-linux-x86_64-avx2"
+    assert pick_build_template(found, "CUDA", "linux").gpu_framework == "cuda"
+    with pytest.raises(NoBuildTemplate, match="No official vulkan backend"):
+        pick_build_template(found, "vulkan", "mac")
+    with pytest.raises(NoBuildTemplate, match="No official CPU backend"):
+        pick_build_template([], "none", "linux")
+
+
+def test_pick_build_template_on_a_real_home_folder(tmp_path: Path) -> None:
+    home = make_home(tmp_path, backends=("linux-cpu-2.14.0", "linux-vulkan-2.14.0", "linux-cuda-2.14.0"))
+    got = pick_build_template(list_backends(home), "vulkan", "linux")
+    assert got.gpu_framework.lower() == "vulkan" and got.version == "2.14.0"
+    assert got.folder.parent == home / "extensions" / "backends"

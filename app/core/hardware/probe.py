@@ -39,12 +39,6 @@ def _attempt(probe: str, fn: Callable[[], T], errors: list[ProbeError]) -> T | N
         return None
 
 
-def _default_disk_path() -> Path:
-    from app.core.lmstudio.home import resolve_home
-
-    return resolve_home().path
-
-
 def probe_vulkan_into(errors: list[ProbeError]) -> tuple[VulkanDevice, ...]:
     try:
         return vulkan.probe_vulkan()
@@ -69,9 +63,13 @@ def probe_nvidia_into(errors: list[ProbeError]) -> tuple[NvidiaGpu, ...]:
             return ()
 
 
-def probe_hardware(*, cpuinfo_path: Path | None = None, disk_path: Path | None = None,
+def probe_hardware(*, cpuinfo_path: Path | None = None, disk_path: Path | Callable[[], Path] | None = None,
                    skip_gpu: bool = False) -> HardwareReport:
     """Probe this machine (or, with `cpuinfo_path`, describe the CPU of a saved /proc/cpuinfo).
+
+    `disk_path` is where the free disk space is measured (the caller passes LM Studio's home: the probe knows
+    nothing of LM Studio's folders), or a function that finds it, whose failure becomes a "disk" probe error.
+    None: no disk measurement.
 
     With `cpuinfo_path` the CPU part comes from the file, the OS is Linux (where the file came from), and the
     RAM/disk/GPU parts are left out (they would describe this machine, not the one the file came from).
@@ -98,7 +96,7 @@ def probe_hardware(*, cpuinfo_path: Path | None = None, disk_path: Path | None =
     ram = _attempt("memory", system.total_ram_bytes, errors)
     disk_free: int | None = None
     disk_where = disk_measured = ""
-    target = disk_path if disk_path is not None else _attempt("disk", _default_disk_path, errors)
+    target = _attempt("disk", disk_path, errors) if callable(disk_path) else disk_path
     if target is not None:
         got = _attempt("disk", lambda: system.free_disk_bytes(target), errors)
         if got is not None:

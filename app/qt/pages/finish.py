@@ -7,9 +7,9 @@ from typing import Any
 from PySide6.QtWidgets import QVBoxLayout
 
 from app.core.flow import Branch, PageId
+from app.core.lmstudio import journal, prefs
 from app.core.paths import user_log_dir
 from app.qt.pages.base import FlowPage, para
-from app.qt.state import core
 from app.qt.text import BATCH_SIZE_TIP, RESTART_STEPS, WHERE_TO_PICK
 
 
@@ -27,7 +27,7 @@ def auto_update_warnings(state: Any) -> list[str]:
     """LM Studio's auto-update / auto-delete toggles can deselect or remove the backend (reference §14)."""
     if state.home is None:
         return []
-    settings = core("app.core.lmstudio.prefs").read_settings(state.home)
+    settings = prefs.read_settings(state.home)
     out = []
     if settings.auto_update_extension_packs:
         out.append("LM Studio's “Auto-update selected Runtime Extension Packs” is on: an update can move the "
@@ -71,7 +71,7 @@ def finish_paragraphs(state: Any) -> list[str]:
     if state.log_path:
         where.append(f"This run's log: {state.log_path}")
     if state.home is not None:
-        backups = core("app.core.lmstudio.journal").state_dir(state.home.path) / "backups"
+        backups = journal.state_dir(state.home.path) / "backups"
         where.append(f"Backups of anything replaced or removed: {backups}")
     paras.append("\n".join(where))
     return paras

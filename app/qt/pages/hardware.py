@@ -17,23 +17,28 @@ from PySide6.QtWidgets import (
 
 from app.core.errors import UnlockedError
 from app.core.flow import PageId
+from app.core.hardware import probe
 from app.core.hardware.report import HardwareReport
+from app.core.lmstudio.home import LmsHome
 from app.qt.errors import show_error
 from app.qt.pages.base import Background, FlowPage, para
-from app.qt.state import core
 from app.qt.text import WHAT_IS_AVX2, cpu_notes, cpu_summary, gpu_lines, report_details
 from app.qt.worker import JobContext
 
 
-def probe_job(report_file: Path | None) -> Any:
+def probe_job(report_file: Path | None, disk_path: Path | None = None) -> Any:
+    """Load the saved report, or probe this machine measuring free space at `disk_path` (LM Studio's home)."""
+
     def job(_ctx: JobContext) -> HardwareReport:
-        probe = core("app.core.hardware.probe")
-        report: HardwareReport = (
-            probe.load_report_file(report_file) if report_file is not None else probe.probe_hardware()
-        )
-        return report
+        if report_file is not None:
+            return probe.load_report_file(report_file)
+        return probe.probe_hardware(disk_path=disk_path)
 
     return job
+
+
+def _home_path(home: LmsHome | None) -> Path | None:
+    return home.path if home is not None else None
 
 
 class HardwarePage(FlowPage):
@@ -91,8 +96,8 @@ class HardwarePage(FlowPage):
             return  # already probing (initializePage runs again after Back/Next)
         self.status.setText("Looking at the processor and graphics cards…")
         self.export_button.setEnabled(False)
-        self._bg = Background(self, probe_job(self.wiz().config.report_file), self._on_probe_finished,
-                              self._on_probe_failed).start()
+        job = probe_job(self.wiz().config.report_file, _home_path(st.home))
+        self._bg = Background(self, job, self._on_probe_finished, self._on_probe_failed).start()
 
     def isComplete(self) -> bool:
         return self.wizard() is not None and self.wiz().state.report is not None

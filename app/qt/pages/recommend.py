@@ -17,9 +17,9 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.flow import PageId
+from app.core.recommend import recommend
 from app.qt.errors import show_error
 from app.qt.pages.base import FlowPage, card, esc, para
-from app.qt.state import core
 
 
 def candidate_html(c: Any, *, recommended: bool) -> str:
@@ -85,7 +85,7 @@ class RecommendationPage(FlowPage):
         if st.report is None:
             return
         try:
-            st.recommendation = core("app.core.recommend").recommend(st.report)
+            st.recommendation = recommend(st.report)
         except Exception as exc:
             st.recommendation = None
             self.summary.setText("No recommendation could be made.")

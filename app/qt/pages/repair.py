@@ -8,9 +8,9 @@ from PySide6.QtCore import Qt, Slot
 from PySide6.QtWidgets import QHBoxLayout, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout
 
 from app.core.flow import PageId
+from app.core.lmstudio import doctor
 from app.qt.errors import show_error
 from app.qt.pages.base import Background, FlowPage, para
-from app.qt.state import core
 from app.qt.worker import JobContext
 
 
@@ -66,10 +66,10 @@ class RepairPage(FlowPage):
 
     def run_doctor(self) -> None:
         st = self.wiz().state
-        home, report = st.home, st.report
+        report = st.report
 
         def job(_ctx: JobContext) -> Any:
-            return core("app.core.lmstudio.doctor").diagnose(home, report=report)
+            return doctor.diagnose(st.require_home(), report=report)
 
         self.status.setText("Checking…")
         self.fix_button.setEnabled(False)
@@ -118,10 +118,10 @@ class RepairPage(FlowPage):
         if not chosen or self.busy():
             return
         st = self.wiz().state
-        home, report = st.home, st.report
+        report = st.report
 
         def job(_ctx: JobContext) -> Any:
-            return core("app.core.lmstudio.doctor").repair(home, chosen, report=report)
+            return doctor.repair(st.require_home(), chosen, report=report)
 
         self.status.setText("Fixing…")
         self.fix_button.setEnabled(False)

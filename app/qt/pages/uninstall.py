@@ -9,9 +9,10 @@ from PySide6.QtCore import Qt, Slot
 from PySide6.QtWidgets import QHBoxLayout, QPushButton, QTreeWidget, QTreeWidgetItem, QVBoxLayout
 
 from app.core.flow import PageId
+from app.core.lmstudio import install
+from app.core.lmstudio.backends import list_backends
 from app.qt.errors import show_error
 from app.qt.pages.base import FlowPage, para
-from app.qt.state import core
 from app.qt.text import format_size
 
 
@@ -59,7 +60,7 @@ class UninstallPage(FlowPage):
     def refresh(self) -> None:
         st = self.wiz().state
         try:
-            backends = core("app.core.lmstudio.backends").list_backends(st.home)
+            backends = list_backends(st.require_home())
         except Exception as exc:
             self.status.setText("The backends could not be listed.")
             show_error(self, exc, title="Uninstall")
@@ -98,11 +99,10 @@ class UninstallPage(FlowPage):
             return
         st = self.wiz().state
         try:
-            inst = core("app.core.lmstudio.install")
             done = []
             for b in chosen:
-                plan = inst.plan_uninstall(st.home, b.ident)
-                done.append(inst.execute_uninstall(plan))
+                plan = install.plan_uninstall(st.require_home(), b.ident)
+                done.append(install.execute_uninstall(plan))
         except Exception as exc:
             show_error(self, exc, title="Uninstall failed")
             self.refresh()
@@ -119,9 +119,8 @@ class UninstallPage(FlowPage):
     def _on_restore_clicked(self) -> None:
         st = self.wiz().state
         try:
-            inst = core("app.core.lmstudio.install")
             for r in self.removed:
-                inst.restore_uninstall(r)  # an UninstallResult
+                install.restore_uninstall(r)  # an UninstallResult
         except Exception as exc:
             show_error(self, exc, title="Restore failed")
             return

@@ -6,9 +6,9 @@ from PySide6.QtCore import Slot
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QPushButton, QVBoxLayout
 
 from app.core.flow import PageId
+from app.core.lmstudio import install, processes
 from app.qt.errors import show_error
 from app.qt.pages.base import FlowPage, esc, para
-from app.qt.state import core
 
 
 def checks_html(outcome: object) -> str:
@@ -65,7 +65,7 @@ class VerifyPage(FlowPage):
 
     def lmstudio_running(self) -> bool:
         home = self.wiz().state.home
-        return bool(core("app.core.lmstudio.processes").lmstudio_running(home.path if home else None))
+        return bool(processes.lmstudio_running(home.path if home else None))
 
     def refresh_select_state(self) -> None:
         st = self.wiz().state
@@ -106,9 +106,8 @@ class VerifyPage(FlowPage):
     def _on_select_clicked(self) -> None:
         st = self.wiz().state
         try:
-            sel = core("app.core.lmstudio.install")
-            plan = sel.plan_select(st.home, st.outcome.ident)
-            sel.execute_select(plan)
+            plan = install.plan_select(st.require_home(), st.outcome.ident)
+            install.execute_select(plan)
         except Exception as exc:
             show_error(self, exc, title="Selecting failed")
             return

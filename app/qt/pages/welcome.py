@@ -8,9 +8,10 @@ from PySide6.QtCore import Slot
 from PySide6.QtWidgets import QButtonGroup, QFileDialog, QGroupBox, QHBoxLayout, QPushButton, QRadioButton, QVBoxLayout
 
 from app.core.flow import Branch, PageId
+from app.core.lmstudio import install
+from app.core.lmstudio.home import resolve_home
 from app.qt.errors import show_error
 from app.qt.pages.base import FlowPage, para
-from app.qt.state import core
 from app.qt.text import INTRO
 
 HOW_FOUND = {
@@ -66,14 +67,13 @@ class WelcomePage(FlowPage):
             self._show_home()
 
     def set_home(self, override: Path | str | None) -> None:
-        home_mod = core("app.core.lmstudio.home")
-        home = home_mod.resolve_home(override)
+        home = resolve_home(override)
         self.wiz().state.home = home
         self.recovered = []
         if home.exists:
             # Finish or undo a change a crash or kill interrupted, before anything else touches this home.
             try:
-                self.recovered = core("app.core.lmstudio.install").recover(home)
+                self.recovered = install.recover(home)
             except Exception as exc:
                 show_error(self, exc, title="Could not finish an interrupted change")
         self._show_home()
@@ -98,7 +98,8 @@ class WelcomePage(FlowPage):
 
     @Slot()
     def _on_choose_clicked(self) -> None:
-        start = str(self.wiz().state.home.path) if self.wiz().state.home else str(Path.home())
+        home = self.wiz().state.home
+        start = str(home.path) if home is not None else str(Path.home())
         d = QFileDialog.getExistingDirectory(self, "LM Studio's home folder", start)
         if d:
             self.set_home(d)

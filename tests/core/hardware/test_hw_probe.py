@@ -116,3 +116,17 @@ def test_bad_report_files(tmp_path: Path, content: bytes, message: str) -> None:
     p.write_bytes(content)
     with pytest.raises(InputFileError, match=message):
         report_from_sources(str(p), None)
+
+
+def test_disk_path_comes_from_the_caller(runtime_dir: Path, tmp_path: Path) -> None:
+    """The probe measures where the caller says (LM Studio's home, resolved by the CLI or wizard); a resolver that
+    fails becomes a "disk" probe error, and without a path nothing is measured."""
+    def fails() -> Path:
+        raise OSError("home not resolvable")
+
+    report = probe_hardware(disk_path=fails, skip_gpu=True)
+    assert report.disk_free_bytes is None and [e.probe for e in report.errors] == ["disk"]
+    report = probe_hardware(disk_path=lambda: tmp_path, skip_gpu=True)
+    assert report.disk_path == str(tmp_path) and report.disk_free_bytes and report.errors == ()
+    report = probe_hardware(skip_gpu=True)
+    assert report.disk_free_bytes is None and report.disk_path == "" and report.errors == ()
