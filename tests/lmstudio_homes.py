@@ -12,7 +12,7 @@ Real data (``../shared/lmstudio-backend-examples``, see its README):
   Delitants edits undone (name without ``-k40k80``, ISE ``["AVX2"]``), for the official-like
   ``"linux-cuda-2.14.0"`` / ``"linux-vulkan-2.14.0"``.
 
-Derived (no real file seen, shape from reference §5.2/§7/§8.3):
+Derived (no real file seen, shape from docs/lmstudio-contract.md §5.2/§7/§8.3):
 
 * ``"linux-cpu-2.14.0"``: the Vulkan 2.14.0 manifest without ``gpu``/vendor packages, named
   ``llama.cpp-linux-x86_64-avx2``, plus ``engine_protocol_server`` and an

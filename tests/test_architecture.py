@@ -68,3 +68,31 @@ def test_every_python_file_under_app_is_linted() -> None:
     missing = sorted(str(p.relative_to(REPO)) for p in on_disk - linted)
     assert not missing, f"not linted: {missing}"
     assert any("builder" in p.parts for p in linted)
+
+
+def test_contract_citations_point_into_the_repository() -> None:
+    """Comments and texts cite docs/lmstudio-contract.md §N, a section that exists there; never the old
+    "reference §N" of a document outside the repository."""
+    import re
+
+    contract = (REPO / "docs" / "lmstudio-contract.md").read_text(encoding="utf-8")
+    sections = set(re.findall(r"^#{2,3} (\d+(?:\.\d+)?)[. ]", contract, flags=re.M))
+    assert {"1", "2.1", "9.4", "15", "16.4", "18"} <= sections
+    cited: dict[str, list[str]] = {}
+    stale: list[str] = []
+    for top in ("app", "tests", "docs", "bench", "scripts"):
+        for p in (REPO / top).rglob("*"):
+            if p.suffix not in (".py", ".md", ".json", ".sh", ".yml") or "fixtures" in p.parts or p.name in \
+                    ("lmstudio-contract.md", "test_architecture.py"):
+                continue
+            text = p.read_text(encoding="utf-8")
+            rel = str(p.relative_to(REPO))
+            if re.search(r"reference (lmstudio-backends\.md )?§|shared/reference/lmstudio-backends", text):
+                stale.append(rel)
+            for m in re.finditer(r"docs/lmstudio-contract\.md[ ,;(]+((?:§[\d.]+(?:[ ,;]*(?:and )?)?)+)", text):
+                for n in re.findall(r"§(\d+(?:\.\d+)?)", m.group(1)):
+                    cited.setdefault(n, []).append(rel)
+    assert not stale, f"cite docs/lmstudio-contract.md instead: {stale}"
+    assert len(cited) >= 15
+    missing = {n: where for n, where in cited.items() if n not in sections}
+    assert not missing, f"cited sections that docs/lmstudio-contract.md does not have: {missing}"

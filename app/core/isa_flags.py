@@ -158,7 +158,9 @@ def cmake_isa_flags(isa: Iterable[str], *, generic: str | None = None) -> tuple[
 
 
 def manifest_ise(isa: Iterable[str]) -> list[str]:
-    """What an LM Studio manifest may claim for a build needing `isa`: ["AVX2"], ["AVX"] or [] (reference §11).
+    """What an LM Studio manifest may claim for a build needing `isa`: ["AVX2"], ["AVX"] or [].
+
+    docs/lmstudio-contract.md §11.
 
     LM Studio's survey knows only AVX and AVX2, and every claimed ISE must be in the survey; `[""]` fails.
     """

@@ -1,7 +1,7 @@
 """Patch-only: clone an installed official backend under a new name with an honest `["AVX"]` manifest.
 
 This is the cheapest correct backend when, and only when, the ISA audit proves that the official
-binaries need nothing this CPU lacks (reference §9.3: stock Vulkan packs built without AVX2). The
+binaries need nothing this CPU lacks (docs/lmstudio-contract.md §9.3: stock Vulkan packs built without AVX2). The
 proof is stricter than the build audit: in a stock pack every binary is LM Studio's, so all of them
 are judged (including the in-process `libggml_llamacpp`, `llm_engine*` and `.node` files), except
 vendor runtimes that dispatch on CPUID (MSVC, CUDA runtime). Any unreadable binary, or no ggml

@@ -53,7 +53,7 @@ def test_schema_rejects_broken_data() -> None:
     data = json.loads(data_path("variants.json").read_text(encoding="utf-8"))
     bad = copy.deepcopy(data)
     bad["variants"][0]["requires"]["cpu_isa"] = ["AVX3"]  # checked through the $ref to requirements.schema.json
-    bad["variants"][1]["manifest_ise"] = [""]  # LM Studio rejects [""] (reference §11.2)
+    bad["variants"][1]["manifest_ise"] = [""]  # LM Studio rejects [""] (docs/lmstudio-contract.md §11.2)
     del bad["variants"][2]["label"]
     errors = validate_variants_json(bad)
     assert len(errors) == 3, errors

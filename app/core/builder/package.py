@@ -1,9 +1,9 @@
 """Package a build as an LM Studio backend folder cloned from an official template.
 
 1. Clone the template (LM Studio's files byte-identical, symlinks kept) through
-   ``app.core.lmstudio.clone.clone_template``, replacing only the swappable libraries (reference §9.1): the
-   file a template name such as ``libggml-cpu.so`` finally points to gets the new bytes, so names and
-   symlinks stay as LM Studio shipped them.
+   ``app.core.lmstudio.clone.clone_template``, replacing only the swappable libraries
+   (docs/lmstudio-contract.md §9.1): the file a template name such as ``libggml-cpu.so`` finally points to
+   gets the new bytes, so names and symlinks stay as LM Studio shipped them.
 2. Linux: every replaced ELF gets RUNPATH ``$ORIGIN`` (set at build time; patchelf fixes it otherwise) and
    executables/libraries keep their exec bits.
 3. ABI guard: the kept binaries' imports from the swapped libraries must all be exported by the new ones.
@@ -180,8 +180,9 @@ def package_backend(
     links: dict[str, str] = {}
     server_rel: str | None = None
     if server and server_subdir:
-        # The server and every library it loads go into their own sub-folder (reference §9.1, preferred 2.x
-        # layout): it finds them next to itself ($ORIGIN / the exe's folder), LM Studio's files stay untouched.
+        # The server and every library it loads go into their own sub-folder (the preferred 2.x layout,
+        # docs/lmstudio-contract.md §9.1): it finds them next to itself ($ORIGIN / the exe's folder), LM Studio's
+        # files stay untouched.
         exe = "llama-server.exe" if platform == "win" else "llama-server"
         for p in sorted(Path(bin_dir).iterdir()):
             is_lib = ".so" in p.name or p.suffix.lower() in (".dll", ".dylib")

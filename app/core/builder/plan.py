@@ -47,7 +47,7 @@ _VARIANT_CAPS: dict[str, frozenset[str]] = {
     "avx": _AVX2_AND_UP,
     "noavx": _AVX2_AND_UP | {"AVX", "F16C", "FMA", "BMI1", "BMI2"},
 }
-# Libraries swapped into the template per framework (reference lmstudio-backends.md §9.1); CMake target names.
+# Libraries swapped into the template per framework (docs/lmstudio-contract.md §9.1); CMake target names.
 SWAP_TARGETS: dict[str, tuple[str, ...]] = {
     "cpu": ("ggml-base", "ggml-cpu"),
     "vulkan": ("ggml-base", "ggml-cpu", "ggml-vulkan"),

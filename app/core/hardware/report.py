@@ -41,7 +41,7 @@ ISA_ORDER: tuple[str, ...] = (
     "AMX_BF16",
 )
 
-# LM Studio's CPU survey vocabulary only knows these (reference §11.2).
+# LM Studio's CPU survey vocabulary only knows these (docs/lmstudio-contract.md §11.2).
 LMSTUDIO_SURVEY_ISE: tuple[str, ...] = ("AVX", "AVX2")
 
 

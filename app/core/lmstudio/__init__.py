@@ -1,6 +1,6 @@
 """Everything the product does inside LM Studio's folder (Qt-free): find, read, judge, install, repair.
 
-The contract is ``../shared/reference/lmstudio-backends.md``. Public entry points:
+The contract is ``docs/lmstudio-contract.md``. Public entry points:
 
 * :func:`.home.resolve_home` -> :class:`.home.LmsHome` (never writes the pointer file)
 * :func:`.backends.read_backend`, :func:`.backends.list_backends`, :func:`.backends.find_backend`

@@ -1,4 +1,5 @@
-"""Read LM Studio backend folders: ``backend-manifest.json``, ``display-data.json`` (§5, §6, §7).
+"""Read LM Studio backend folders: ``backend-manifest.json``, ``display-data.json``
+(docs/lmstudio-contract.md §5, §6, §7).
 
 LM Studio treats every sub-folder of ``extensions/backends`` except ``vendor/`` as a backend and
 identifies it by the manifest's ``name@version`` (§4.3). Reading never raises for a broken folder:

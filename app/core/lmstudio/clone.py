@@ -1,4 +1,4 @@
-"""Clone an official backend folder into a new one of ours (reference §5, §7, §9).
+"""Clone an official backend folder into a new one of ours (docs/lmstudio-contract.md §5, §7, §9).
 
 LM Studio's files are copied byte-identical with their modes (exec bits); relative symlinks are
 recreated as they are (absolute ones that point inside the template become relative, others are

@@ -1,4 +1,5 @@
-"""Read ``display-data.json``: the display name and the llama.cpp build named in the release notes (§6).
+"""Read ``display-data.json``: the display name and the llama.cpp build named in the release notes
+(docs/lmstudio-contract.md §6).
 
 The file is a list of ``[languageKey, entry]`` pairs. Release notes name the llama.cpp build in
 many wordings (``release b6275 (commit e288693)``, ``updated to b4397 (eb5c3dc6)``, ``updated to

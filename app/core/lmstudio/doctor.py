@@ -1,4 +1,4 @@
-"""Why a backend does not show up or run: diagnose (reference §15 checklist) and repair what is safe.
+"""Why a backend does not show up or run: diagnose (docs/lmstudio-contract.md §15 checklist) and repair what is safe.
 
 :func:`diagnose` returns :class:`Finding` objects (code, severity, backend, explanation, fix).
 :func:`repair` applies the fixes marked ``auto``; it only ever touches folders we installed (our

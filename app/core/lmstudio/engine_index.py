@@ -1,4 +1,4 @@
-"""Read LM Studio's engine cache ``.internal/internal-engine-index.json`` tolerantly (reference §13).
+"""Read LM Studio's engine cache ``.internal/internal-engine-index.json`` tolerantly (docs/lmstudio-contract.md §13).
 
 A superjson file ``{"json": [{manifest, dirPath, backendCompatibility: {status}, ...}], "meta": ...}``.
 We only read it: what LM Studio last concluded about each engine. It is never written here.

@@ -1,4 +1,4 @@
-"""Resolve the LM Studio home exactly as LM Studio's own resolver does (reference §2), read-only.
+"""Resolve the LM Studio home exactly as LM Studio's own resolver does (docs/lmstudio-contract.md §2), read-only.
 
 LM Studio (``lmstudio-js`` ``findLMStudioHome.ts``): take the real path of the user's home
 directory (``%USERPROFILE%`` on Windows); if ``<home-dir>/.lmstudio-home-pointer`` exists its

@@ -1,4 +1,4 @@
-"""Install, uninstall and select backends transactionally (reference §4, §9.4, §12, §15).
+"""Install, uninstall and select backends transactionally (docs/lmstudio-contract.md §4, §9.4, §12, §15).
 
 Each change is a pure ``plan_*`` (what would be created / replaced / backed up, with validation
 problems raised as typed errors) and an ``execute_*`` that runs the plan as one journaled

@@ -1,8 +1,8 @@
 """A small write-ahead journal so an interrupted change rolls forward or back at the next start.
 
 Everything we keep lives OUTSIDE ``extensions/backends`` (LM Studio registers every sub-folder
-there, backup copies included, §4.3), in ``<home>/.lms-unlocked/``, inside the LM Studio home so
-that every move is one ``rename`` on the same file system:
+there, backup copies included: docs/lmstudio-contract.md §4.3), in ``<home>/.lms-unlocked/``, inside
+the LM Studio home so that every move is one ``rename`` on the same file system:
 
 * ``journal.json`` - the transaction in flight (at most one), removed when it is finished
 * ``lock`` - pid of the process changing this home

@@ -1,6 +1,6 @@
 """Load a JSON file keeping its text facts (BOM, line ending, indent) and write it back faithfully.
 
-Writes are UTF-8 without BOM (reference §5.3), with the file's own line endings and indent, key
+Writes are UTF-8 without BOM (docs/lmstudio-contract.md §5.3), with the file's own line endings and indent, key
 order and unknown keys kept, ``ensure_ascii=False``, through a temp file and one ``os.replace``.
 """
 

@@ -1,4 +1,4 @@
-"""Judge a backend the way LM Studio does, offline, from our HardwareReport (reference §11).
+"""Judge a backend the way LM Studio does, offline, from our HardwareReport (docs/lmstudio-contract.md §11).
 
 Returns LM Studio's own status vocabulary (camelCase, as current LM Studio and its index files
 write it) with one sentence. Old human-readable labels ("Invalid CPU instruction set
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from app.core.hardware.report import HardwareReport
 from app.core.lmstudio.backends import BackendInfo
 
-# camelCase (current) -> label (before March 2026), reference §11.3
+# camelCase (current) -> label (before March 2026), docs/lmstudio-contract.md §11.3
 STATUSES: dict[str, str] = {
     "compatible": "Compatible",
     "incompatibleAppVersion": "Incompatible app version",

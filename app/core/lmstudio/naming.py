@@ -1,4 +1,6 @@
-"""Our backend names (reference §4.4): official grammar tokens kept, ISE token replaced, ``-unlocked`` added.
+"""Our backend names: official grammar tokens kept, ISE token replaced, ``-unlocked`` added.
+
+The rule is docs/lmstudio-contract.md §4.4.
 
 ``<engine>-<os>-<arch>[-<gpu-vendor>-<framework>][-<cpu-ise>]`` is the official grammar (§4.1).
 Our name keeps engine, OS, arch and GPU tokens of the template, puts the variant's ISE token
@@ -26,7 +28,7 @@ _GPU_SEQS = [s for seqs in GPU_TOKENS.values() for s in seqs]
 ISE_TOKENS = ("avx2", "avx1", "avx", "avx0", "noavx", "advsimd", "avx512")
 VALID_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
-# Official names seen (reference §4.2); ours must never equal one of them.
+# Official names seen (docs/lmstudio-contract.md §4.2); ours must never equal one of them.
 OFFICIAL_NAMES = frozenset(
     {
         "llama.cpp-win-x86_64-avx2",

@@ -1,4 +1,5 @@
-"""Engine selection per model format (``.internal/backend-preferences-v1.json``, §12) and the settings
+"""Engine selection per model format (``.internal/backend-preferences-v1.json``,
+docs/lmstudio-contract.md §12) and the settings
 that silently remove or replace custom backends (``settings.json``, §14)."""
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Is LM Studio (the app, its tray process, the ``llmster`` daemon, an engine child) running? (§15 #2)"""
+"""Is LM Studio (the app, its tray process, the ``llmster`` daemon, an engine child) running?
+
+docs/lmstudio-contract.md §15 #2: LM Studio must be fully quit while backends change.
+"""
 
 from __future__ import annotations
 

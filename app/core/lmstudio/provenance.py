@@ -1,4 +1,4 @@
-"""Our marker and provenance file in every backend folder we install (reference §9.4).
+"""Our marker and provenance file in every backend folder we install (docs/lmstudio-contract.md §9.4).
 
 ``unlocked-install.json`` records the variant, the template ``name@version``, the llama.cpp tag,
 the build flags, our tool version and the sha256 of every file in the folder (symlinks by their

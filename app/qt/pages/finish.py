@@ -14,7 +14,7 @@ from app.qt.text import BATCH_SIZE_TIP, RESTART_STEPS, WHERE_TO_PICK
 
 
 def needs_batch_tip(state: Any) -> bool:
-    """The evaluation-batch-size tip applies to Vulkan and CUDA-on-Kepler variants (reference §16.2)."""
+    """The evaluation-batch-size tip applies to Vulkan and CUDA-on-Kepler variants (docs/lmstudio-contract.md §16.2)."""
     cand = state.candidate
     variant = str(getattr(cand, "variant", "") or "")
     warnings = " ".join(getattr(cand, "warnings", ()) or ())
@@ -24,7 +24,10 @@ def needs_batch_tip(state: Any) -> bool:
 
 
 def auto_update_warnings(state: Any) -> list[str]:
-    """LM Studio's auto-update / auto-delete toggles can deselect or remove the backend (reference §14)."""
+    """LM Studio's auto-update / auto-delete toggles can deselect or remove the backend.
+
+    docs/lmstudio-contract.md §14.
+    """
     if state.home is None:
         return []
     settings = prefs.read_settings(state.home)

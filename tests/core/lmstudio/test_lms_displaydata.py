@@ -1,4 +1,4 @@
-"""llama_cpp_build on the real 1.48.0 display-data and on every release-note wording of reference §6.2."""
+"""llama_cpp_build on the real 1.48.0 display-data and every release-note wording of docs/lmstudio-contract.md §6.2."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""our_backend_name: reference §4.4 examples, grammar tokens kept, never an official name."""
+"""our_backend_name: docs/lmstudio-contract.md §4.4 examples, grammar tokens kept, never an official name."""
 
 from __future__ import annotations
 
