@@ -42,6 +42,8 @@ echo ">> ruff"
 .venv/bin/ruff check app tests bench scripts
 echo ">> mypy (strict on app/core)"
 .venv/bin/mypy
+echo ">> import-linter (layer rules in pyproject.toml)"
+.venv/bin/lint-imports --no-cache
 echo ">> pytest"
 set +e
 .venv/bin/python -m pytest "$@"

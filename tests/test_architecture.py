@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pkgutil
 import shutil
 import subprocess
@@ -96,3 +97,44 @@ def test_contract_citations_point_into_the_repository() -> None:
     assert len(cited) >= 15
     missing = {n: where for n, where in cited.items() if n not in sections}
     assert not missing, f"cited sections that docs/lmstudio-contract.md does not have: {missing}"
+
+
+def _lint_imports() -> str:
+    exe = Path(sys.executable).with_name("lint-imports")
+    return str(exe) if exe.exists() else (shutil.which("lint-imports") or "lint-imports")
+
+
+def test_layer_contracts_hold_and_a_planted_violation_breaks_them(tmp_path: Path) -> None:
+    """`lint-imports` (scripts/test.sh) keeps the layer rules of pyproject.toml; each planted violation, in a copy
+    of the package, breaks exactly its own contract, also through an indirect import."""
+    r = subprocess.run([_lint_imports(), "--no-cache"], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "3 kept, 0 broken" in r.stdout
+
+    plants = {
+        "core-is-headless": ("app/core/_planted.py", "from app.cli import main\n"),
+        "hardware-knows-no-lmstudio": ("app/core/hardware/_planted.py", "from app.core.lmstudio import home\n"),
+        "wizard-not-cli": ("app/qt/_planted.py", "import app.cli_cmds.common\n"),
+    }
+    for contract, (rel, code) in plants.items():
+        work = tmp_path / contract
+        shutil.copytree(REPO / "app", work / "app", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy(REPO / "pyproject.toml", work / "pyproject.toml")
+        (work / rel).write_text(code, encoding="utf-8")
+        r = subprocess.run([_lint_imports(), "--no-cache"], capture_output=True, text=True, cwd=work,
+                           env={**os.environ, "PYTHONPATH": str(work)})
+        assert r.returncode != 0, f"{contract}: {r.stdout}"
+        assert "2 kept, 1 broken" in r.stdout and rel.replace("/", ".").removesuffix(".py") in r.stdout
+        broken = [line for line in r.stdout.splitlines() if line.endswith("BROKEN")]
+        assert len(broken) == 1, r.stdout
+
+    # indirect: the probe importing a core module that itself reads LM Studio's folders is a violation too
+    work = tmp_path / "indirect"
+    shutil.copytree(REPO / "app", work / "app", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", work / "pyproject.toml")
+    (work / "app" / "core" / "hardware" / "_planted.py").write_text("import app.core.patchonly\n", encoding="utf-8")
+    r = subprocess.run([_lint_imports(), "--no-cache"], capture_output=True, text=True, cwd=work,
+                       env={**os.environ, "PYTHONPATH": str(work)})
+    assert r.returncode != 0, r.stdout
+    assert "app.core.hardware is not allowed to import app.core.lmstudio" in r.stdout
+    assert "app.core.hardware._planted -> app.core.patchonly" in r.stdout
