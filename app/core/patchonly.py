@@ -29,6 +29,7 @@ from app.core.lmstudio.clone import clone_template
 from app.core.lmstudio.home import LmsHome, as_home
 from app.core.lmstudio.install import InstallResult, execute_install, plan_install
 from app.core.lmstudio.naming import our_backend_name
+from app.core.version import version_key
 
 PATCH_ISE: tuple[str, ...] = ("AVX",)
 DISPLAY_SUFFIX = "(AVX, Unlocked patch)"
@@ -239,9 +240,5 @@ def find_patch_candidates(
             continue
         plans.append(plan_patch(h, b.ident, report))
     fw_rank = {"vulkan": 0, "cuda": 1, "": 2}
-
-    def order(p: PatchPlan) -> tuple[int, int, tuple[int, ...]]:
-        version = tuple(-int(x) for x in p.template.version.split(".") if x.isdigit())
-        return (0 if p.safe else 1, fw_rank.get(p.template.gpu_framework.lower(), 3), version)
-
-    return sorted(plans, key=order)
+    plans.sort(key=lambda p: version_key(p.template.version), reverse=True)  # newest first; stable below
+    return sorted(plans, key=lambda p: (0 if p.safe else 1, fw_rank.get(p.template.gpu_framework.lower(), 3)))

@@ -24,7 +24,7 @@ from app.core.isa_flags import cmake_isa_flags, isa_from_cmake_flags, manifest_i
 from app.core.matcher import why_not
 from app.core.paths import data_path
 from app.core.serial import to_jsonable
-from app.core.version import Version, version_key
+from app.core.version import Version, older, version_key
 
 
 class VariantsDataError(UnlockedError):
@@ -338,12 +338,12 @@ def _cuda_plan(report: HardwareReport, variant: Variant) -> tuple[CudaPlan | Non
     driver_min = profile.driver_min_win if platform == "win" else profile.driver_min_linux
     driver = lowest.driver_version
     warnings: list[str] = []
-    have, need = Version.parse_or_none(driver), Version.parse_or_none(driver_min)
-    if have is not None and need is not None and have < need:
+    if older(driver, driver_min):
         warnings.append(
             f"Your NVIDIA driver {driver} is too old for CUDA {profile.cuda_toolkit_max}: install the "
             f"{profile.driver_branch} driver (at least {driver_min})."
         )
+    have = Version.parse_or_none(driver)
     if have is not None and profile.driver_max_major is not None and have.major > profile.driver_max_major:
         warnings.append(
             f"Driver {driver} is newer than the {profile.driver_branch} branch, the last that supports "

@@ -122,6 +122,15 @@ class Version:
         return self.text
 
 
+def older(text: str | None, than: str | None) -> bool | None:
+    """Whether version `text` is older than `than`; None when either is missing, unreadable or a llama.cpp tag
+    compared with a version (the caller then says "unknown" instead of guessing)."""
+    a, b = Version.parse_or_none(text), Version.parse_or_none(than)
+    if a is None or b is None or a.llama_tag != b.llama_tag:
+        return None
+    return a < b
+
+
 def version_key(text: str) -> tuple[int, Version | str]:
     """A sort key for version strings that may be broken: valid versions sort by Version, after invalid ones.
 

@@ -81,3 +81,31 @@ def test_every_version_in_the_contract_parses() -> None:
     assert {"1.48.0", "2.14.0", "0.4.0+15", "2.10.0-qades", "0.16.0-rc3", "b6275"} <= found
     for t in found:
         Version.parse(t)
+
+
+def test_the_app_version_check_uses_it(tmp_path: Path) -> None:
+    """judge: a beta before the minimum release, and build numbers after the plain release (the old digit-tuple
+    parser read "0.4.0-b4" as newer than "0.4.0")."""
+    from app.core.lmstudio.backends import BackendInfo
+    from app.core.lmstudio.judge import judge_backend
+
+    info = BackendInfo(folder=tmp_path, name="llama.cpp-linux-x86_64-avx2", version="2.14.0",
+                       minimum_lmstudio_version="0.4.0+15")
+    for app_version, too_old in (("0.4.0-b4", True), ("0.4.0", True), ("0.4.0+14", True), ("0.4.0+15", False),
+                                 ("0.4.1-b1", False), ("0.3.31", True), ("not a version", False)):
+        status = judge_backend(info, None, app_version=app_version).status
+        assert (status == "incompatibleAppVersion") == too_old, app_version
+
+
+def test_release_notes_fallback_uses_it() -> None:
+    """display-data: the fallback entry is the newest one older than the version (a pre-release is older)."""
+    from app.core.lmstudio.displaydata import llama_cpp_build
+
+    notes = [["en", {"releaseNotes": [
+        {"version": "2.14.0-b4", "releaseNotes": "- llama.cpp release b8800 (commit aaaaaaa)"},
+        {"version": "2.9.0", "releaseNotes": "- llama.cpp release b8000 (commit bbbbbbb)"},
+        {"version": "2.14.0", "releaseNotes": "- nothing about the build"},
+    ]}]]
+    got = llama_cpp_build(notes, "2.14.0")
+    assert (got.tag, got.exact) == ("b8800", False) and "2.14.0-b4" in got.warning
+    assert llama_cpp_build(notes, "2.10.0").tag == "b8000"  # 2.9.0 < 2.10.0 (not a string compare)

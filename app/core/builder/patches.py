@@ -17,11 +17,10 @@ from pathlib import Path
 from app.core.errors import UnlockedError
 from app.core.paths import patches_dir
 from app.core.runner import popen_platform_kwargs
+from app.core.version import Version, is_commit
 
 WHEN_VALUES = ("always", "vulkan", "cuda", "cuda-kepler")
-_TAG_RE = re.compile(r"^b(\d+)$")
 _RANGE_RE = re.compile(r"^b(\d+)-b(\d+)$")
-_COMMIT_RE = re.compile(r"^[0-9a-f]{7,40}$")
 
 
 class PatchError(UnlockedError):
@@ -41,10 +40,11 @@ class PatchEntry:
             if tag:
                 if spec == tag:
                     return True
-                m, r = _TAG_RE.match(tag), _RANGE_RE.match(spec)
-                if m and r and int(r.group(1)) <= int(m.group(1)) <= int(r.group(2)):
+                t, r = Version.parse_or_none(tag), _RANGE_RE.match(spec)
+                n = t.build_number if t is not None else None
+                if n is not None and r and int(r.group(1)) <= n <= int(r.group(2)):
                     return True
-            if commit and _COMMIT_RE.match(spec):
+            if commit and is_commit(spec):
                 n = min(len(spec), len(commit))
                 if n >= 7 and spec[:n] == commit.lower()[:n]:
                     return True

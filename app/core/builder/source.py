@@ -25,6 +25,7 @@ from app.core.builder.patches import AppliedPatch, apply_patches, read_series, s
 from app.core.errors import InputFileError, UnlockedError
 from app.core.fetch.download import DownloadProgress, download_file, hash_file
 from app.core.runner import CancelToken
+from app.core.version import Version
 
 GITHUB_ARCHIVE_URL = "https://github.com/ggml-org/llama.cpp/archive/refs/tags/{tag}.tar.gz"
 # A mirror (or a local test server): a URL template with {tag}.
@@ -55,9 +56,8 @@ class SourceTree:
 
     @property
     def build_number(self) -> int | None:
-        if self.tag and self.tag.startswith("b") and self.tag[1:].isdigit():
-            return int(self.tag[1:])
-        return None
+        tag = Version.parse_or_none(self.tag)
+        return tag.build_number if tag is not None else None
 
 
 def source_cache(cache_root: Path) -> Path:

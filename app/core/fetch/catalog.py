@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -30,6 +29,7 @@ from app.core.fetch.signing import SIGNATURE_SUFFIX, load_public_key, verify_byt
 from app.core.hardware.report import HardwareReport
 from app.core.matcher import RequirementsError, why_not
 from app.core.paths import data_path
+from app.core.version import version_key
 
 log = logging.getLogger(__name__)
 
@@ -150,10 +150,6 @@ class EntryMatch:
     @property
     def offered(self) -> bool:
         return not self.reasons
-
-
-def version_key(v: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in re.findall(r"\d+", v)[:4])
 
 
 # --- schema -------------------------------------------------------------------------------------------------------
@@ -330,9 +326,11 @@ def match_catalog(
     matches = [match_entry(e, report, engine_versions=engine_versions) for e in entries]
     ranks = _variant_ranks()
 
-    def order(m: EntryMatch) -> tuple[int, int, tuple[int, ...], str]:
-        neg_version = tuple(-x for x in version_key(m.entry.engine_version))
-        return (0 if m.offered else 1, ranks.get(m.entry.variant, 100), neg_version, m.entry.ident)
+    newest = sorted({m.entry.engine_version for m in matches}, key=version_key, reverse=True)
+    age = {v: i for i, v in enumerate(newest)}  # 0 = the newest engine version
+
+    def order(m: EntryMatch) -> tuple[int, int, int, str]:
+        return (0 if m.offered else 1, ranks.get(m.entry.variant, 100), age[m.entry.engine_version], m.entry.ident)
 
     return sorted(matches, key=order)
 

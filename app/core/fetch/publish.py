@@ -22,7 +22,7 @@ from typing import Any
 import py7zr
 
 from app.core.fetch.archives import find_backend_root
-from app.core.fetch.catalog import CATALOG_FILE, CatalogEntry, parse_catalog, version_key
+from app.core.fetch.catalog import CATALOG_FILE, CatalogEntry, parse_catalog
 from app.core.fetch.download import hash_file
 from app.core.fetch.errors import CatalogError, PatchRefused
 from app.core.fetch.signing import SIGNATURE_SUFFIX, key_id, load_private_key, sign_bytes, verify_bytes
@@ -30,6 +30,7 @@ from app.core.lmstudio.backends import BackendInfo, read_backend
 from app.core.lmstudio.jsondoc import atomic_write_bytes
 from app.core.lmstudio.provenance import read_provenance
 from app.core.paths import data_path
+from app.core.version import version_key
 
 FORMATS = ("7z", "tar.xz")
 

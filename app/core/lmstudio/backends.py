@@ -17,6 +17,7 @@ from app.core.lmstudio.displaydata import display_name, llama_cpp_build
 from app.core.lmstudio.errors import AmbiguousBackend, BackendNotFound, JsonFileError
 from app.core.lmstudio.home import LmsHome, as_home
 from app.core.lmstudio.jsondoc import JsonDoc, load_json
+from app.core.version import Version
 
 MANIFEST_FILE = "backend-manifest.json"
 DISPLAY_DATA_FILE = "display-data.json"
@@ -103,8 +104,8 @@ def generation_of(manifest_version: str, version: str) -> str:
         return "1.x"
     if manifest_version == "4":
         return "2.x"
-    major = version.split(".")[0]
-    return f"{major}.x" if major.isdigit() else "unknown"
+    v = Version.parse_or_none(version)
+    return f"{v.major}.x" if v is not None and not v.llama_tag else "unknown"
 
 
 def _find_nested_manifest(folder: Path) -> Path | None:

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from app.core.version import is_llama_tag, older, version_key
+
 _TAG_RE = re.compile(r"\bb(\d{2,6})\b")
 _HEX_RE = re.compile(r"\b[0-9a-f]{7,40}\b")
 
@@ -69,16 +71,11 @@ def parse_build_text(notes: str) -> tuple[str | None, str | None]:
                 tag = f"b{m.group(1)}"
         if commit is None:
             for h in _HEX_RE.findall(clean):
-                if re.fullmatch(r"b\d+", h) or not any(c.isdigit() for c in h):
+                if is_llama_tag(h) or not any(c.isdigit() for c in h):
                     continue
                 commit = h
                 break
     return tag, commit
-
-
-def _version_key(v: str) -> tuple[int, ...]:
-    parts = re.findall(r"\d+", v.split("-")[0].split("+")[0])
-    return tuple(int(p) for p in parts)
 
 
 def _release_notes(display_data: Any) -> list[dict[str, Any]]:
@@ -107,13 +104,12 @@ def llama_cpp_build(display_data: Any, version: str, *, fallback: bool = True) -
         else f"display-data.json has no release notes for {version}"
     )
     if fallback:
-        target = _version_key(version)
-        older = sorted(
-            (n for n in notes if _version_key(str(n.get("version", ""))) < target),
-            key=lambda n: _version_key(str(n.get("version", ""))),
+        earlier = sorted(
+            (n for n in notes if older(str(n.get("version", "")), version)),
+            key=lambda n: version_key(str(n.get("version", ""))),
             reverse=True,
         )
-        for n in older:
+        for n in earlier:
             tag, commit = parse_build_text(str(n.get("releaseNotes", "")))
             if tag or commit:
                 ref = " / ".join(x for x in (tag, commit) if x)

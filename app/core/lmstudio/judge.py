@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from app.core.hardware.report import HardwareReport
 from app.core.lmstudio.backends import BackendInfo
+from app.core.version import older
 
 # camelCase (current) -> label (before March 2026), docs/lmstudio-contract.md §11.3
 STATUSES: dict[str, str] = {
@@ -77,11 +78,6 @@ class Judgement:
         return status_label(self.status)
 
 
-def version_tuple(v: str) -> tuple[int, ...]:
-    """ "0.4.0+15" -> (0, 4, 0, 15); "0.3.24-b4" -> (0, 3, 24, 4)."""
-    return tuple(int(x) for x in re.findall(r"\d+", v))
-
-
 def _norm_arch(a: str) -> str:
     a = a.lower()
     return {"amd64": "x86_64", "x64": "x86_64", "aarch64": "arm64", "armv8": "arm64"}.get(a, a)
@@ -109,8 +105,7 @@ def judge_backend(info: BackendInfo, report: HardwareReport | None, *, app_versi
         why = "; ".join(p.message for p in info.problems) or "no readable manifest"
         return Judgement("unknown", f"LM Studio cannot read this backend, so it will not list it: {why}")
     caveats: list[str] = []
-    too_old = app_version and version_tuple(app_version) < version_tuple(info.minimum_lmstudio_version)
-    if info.minimum_lmstudio_version and too_old:
+    if older(app_version, info.minimum_lmstudio_version):  # "0.4.0+14" < "0.4.0+15"; a beta before its release
         return Judgement(
             "incompatibleAppVersion",
             f"needs LM Studio {info.minimum_lmstudio_version} or newer; this is {app_version}",
