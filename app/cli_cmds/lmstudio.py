@@ -25,6 +25,7 @@ from app.core.lmstudio.install import (
     plan_uninstall,
     recover,
 )
+from app.core.lmstudio.journal import JournalError
 from app.core.lmstudio.judge import judge_backend
 from app.core.lmstudio.kinds import classify_backend
 from app.core.lmstudio.prefs import read_settings, selections
@@ -100,8 +101,13 @@ def _home(args: argparse.Namespace) -> LmsHome:
     return h
 
 
-def _recover(h: LmsHome, args: argparse.Namespace) -> list[str]:
-    msgs = recover(h)
+def _recover(h: LmsHome, args: argparse.Namespace, *, read_only: bool = False) -> list[str]:
+    try:
+        msgs = recover(h)
+    except JournalError as exc:
+        if not read_only:
+            raise  # no change on top of a journal we cannot read
+        msgs = [f"{exc.message}; changes are refused until `lms-unlocked repair` or you resolve it ({exc.hint})"]
     if not args.json:
         for m in msgs:
             out(f"note: {m}")
@@ -125,7 +131,7 @@ def _home_dict(h: LmsHome) -> dict[str, Any]:
 
 def run_list(args: argparse.Namespace) -> int:
     h = _home(args)
-    recovered = _recover(h, args)
+    recovered = _recover(h, args, read_only=True)
     report = _report(args)
     sel = {s.ident: s.model_format for s in selections(h)}
     said = last_status(h)

@@ -6,7 +6,6 @@ driver) are normal results, not failures.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +18,7 @@ from app.core.errors import InputFileError
 from app.core.hardware import cpu as cpu_mod
 from app.core.hardware import nvidia, system, vulkan
 from app.core.hardware.report import CpuInfo, HardwareReport, NvidiaGpu, OsInfo, ProbeError, VulkanDevice
+from app.core.userfile import MiB, UserFileError, loads_bounded, read_bounded
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -127,21 +127,12 @@ def probe_hardware(*, cpuinfo_path: Path | None = None, disk_path: Path | Callab
     )
 
 
+INPUT_LIMIT = 16 * MiB  # a /proc/cpuinfo of 1024 logical CPUs is ~1.5 MiB; a report is a few KB
+
+
 def _read_user_file(path: Path, what: str) -> bytes:
-    try:
-        if path.is_dir():
-            raise InputFileError(f"{path} is a folder, not a {what} file", context=str(path),
-                                 hint=f"pass the path of the {what} file itself")
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise InputFileError(f"{what} file not found: {path}", context=str(path),
-                             hint="check the path; relative paths are taken from the current folder") from None
-    except PermissionError:
-        raise InputFileError(f"cannot read {path}: permission denied", context=str(path),
-                             hint="copy the file somewhere readable or fix its permissions") from None
-    except OSError as exc:
-        raise InputFileError(f"cannot read {path}: {exc.strerror or exc}", context=str(path),
-                             hint="check the path and the disk") from None
+    # bounded: `--cpuinfo /dev/zero` is refused by size; pipes (`--cpuinfo <(ssh host cat /proc/cpuinfo)`) allowed
+    return read_bounded(path, limit=INPUT_LIMIT, what=f"the {what} file {path}", regular_only=False)
 
 
 def load_cpuinfo_file(path: Path) -> CpuInfo:
@@ -174,8 +165,8 @@ def load_report_file(path: Path) -> HardwareReport:
     data = _read_user_file(path, "report")
     hint = "make one with: lms-unlocked probe --json > report.json"
     try:
-        obj = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        obj = loads_bounded(data.decode("utf-8"), where=str(path))
+    except (UnicodeDecodeError, UserFileError) as exc:
         raise InputFileError(f"{path} is not a JSON hardware report ({exc})", context=str(path), hint=hint) from None
     if isinstance(obj, dict) and isinstance(obj.get("report"), dict):
         obj = obj["report"]  # `recommend --json` output embeds the report

@@ -6,7 +6,6 @@ ProbeError(kind="absent") and goes on.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Mapping
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from app.core.hardware.report import VulkanDevice
+from app.core.userfile import UserFileError, read_json
 
 VENDOR_NVIDIA = 0x10DE
 VENDOR_AMD = 0x1002
@@ -266,8 +266,8 @@ def device_from_gpuinfo(report: Mapping[str, Any], *, index: int = 0) -> VulkanD
 
 def load_gpuinfo_report(path: Path, *, index: int = 0) -> VulkanDevice:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = read_json(path, regular_only=False)
+    except UserFileError as exc:
         raise GpuinfoReportError(f"cannot read {path}: {exc}") from None
     if not isinstance(data, Mapping):
         raise GpuinfoReportError(f"{path} holds no JSON object")

@@ -57,6 +57,7 @@ from app.core.lmstudio.prefs import (
 )
 from app.core.lmstudio.processes import CLOSE_HINT, LmsProcess, lmstudio_processes, running_message
 from app.core.lmstudio.provenance import read_provenance, stored_copy, verify_files
+from app.core.userfile import UserFileError, read_json
 
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 ProcessLister = Callable[[LmsHome], list[LmsProcess]]
@@ -492,8 +493,8 @@ def _check_engine_index(h: LmsHome) -> list[Finding]:
     if not p.exists():
         return []
     try:
-        data = json.loads(p.read_bytes().decode("utf-8-sig"))
-    except (OSError, ValueError):
+        data = read_json(p)
+    except UserFileError:
         return [
             Finding(
                 "stale-engine-index",

@@ -6,13 +6,13 @@ We only read it: what LM Studio last concluded about each engine. It is never wr
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from app.core.lmstudio.home import LmsHome
 from app.core.lmstudio.judge import normalize_status
+from app.core.userfile import UserFileError, read_json
 
 
 @dataclass(frozen=True)
@@ -32,8 +32,8 @@ def read_engine_index(home: LmsHome | Path) -> list[IndexEntry]:
     """Entries of the engine index; an absent or unreadable file gives none."""
     path = home.engine_index_file if isinstance(home, LmsHome) else Path(home) / ".internal/internal-engine-index.json"
     try:
-        data = json.loads(path.read_bytes().decode("utf-8-sig"))
-    except (OSError, ValueError):
+        data = read_json(path)
+    except UserFileError:
         return []
     out: list[IndexEntry] = []
     for e in _entries(data):

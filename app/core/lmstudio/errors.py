@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from app.core.errors import InputFileError, UnlockedError, UsageError
+from app.core.errors import UnlockedError, UsageError
+from app.core.userfile import UserFileError
 
 
 class LmStudioError(UnlockedError):
@@ -16,17 +17,11 @@ class HomeNotFound(LmStudioError):
     exit_code = 2
 
 
-class JsonFileError(InputFileError):
-    """A JSON file is unreadable, wrongly encoded or not valid JSON.
-
-    ``kind`` is "missing", "unreadable", "encoding" or "syntax".
-    """
+class JsonFileError(UserFileError):
+    """A JSON file of LM Studio's or ours is unreadable, not a regular file, too large, wrongly encoded,
+    nested too deeply or not valid JSON (``kind``, see :class:`UserFileError`)."""
 
     code = "bad-json-file"
-
-    def __init__(self, message: str, *, kind: str, context: str = "", hint: str = "", details: str = "") -> None:
-        super().__init__(message, context=context, hint=hint, details=details)
-        self.kind = kind
 
 
 class BackendNotFound(UsageError):

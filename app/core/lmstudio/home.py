@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.core.userfile import UserFileError, read_bounded
+
 POINTER_FILE_NAME = ".lmstudio-home-pointer"
 LEGACY_RELATIVE = Path(".cache") / "lm-studio"
 DEFAULT_RELATIVE = Path(".lmstudio")
@@ -104,8 +106,9 @@ def resolve_home(override: str | Path | None = None, *, user_home: Path | None =
     if pointer.is_file():
         try:
             # JavaScript's trim() (what LM Studio uses) also removes U+FEFF, e.g. a BOM left by Notepad
-            text = pointer.read_text(encoding="utf-8").strip().strip("\ufeff").strip()
-        except (OSError, UnicodeDecodeError) as exc:
+            raw = read_bounded(pointer, limit=64 * 1024, what=f"the pointer file {pointer}")
+            text = raw.decode("utf-8").strip().strip("\ufeff").strip()
+        except (UserFileError, UnicodeDecodeError) as exc:
             return LmsHome(pointer, "pointer", False, f"cannot read the pointer file {pointer}: {exc}", pointer)
         path = Path(text)
         problem = _problem_for(path, "pointer", pointer, empty=not text)

@@ -54,6 +54,7 @@ from app.core.lmstudio.naming import OFFICIAL_NAMES, VALID_NAME
 from app.core.lmstudio.prefs import Selection, load_preferences, selected_for, with_selection
 from app.core.lmstudio.processes import CLOSE_HINT, LmsProcess, lmstudio_processes, running_message
 from app.core.lmstudio.provenance import read_provenance, write_provenance
+from app.core.userfile import UserFileError, read_json
 
 INSTALLED_FILE = "installed.json"
 ProcessLister = Callable[[LmsHome], list[LmsProcess]]
@@ -100,14 +101,39 @@ def _installed_path(home: LmsHome) -> Path:
     return state_dir(home.path) / INSTALLED_FILE
 
 
-def installed_records(home: LmsHome | Path | str) -> list[dict[str, Any]]:
-    """What we installed, newest last (each with the folders it replaced and the selection before)."""
+def installed_records(home: LmsHome | Path | str, *, strict: bool = False) -> list[dict[str, Any]]:
+    """What we installed, oldest first (each with the folders it replaced and the selection before).
+
+    The records of one folder form a stack: installing X again pushes a record whose backup is the X it
+    replaced; uninstalling X pops that one record and brings that X back. An unreadable file gives no
+    records, or with ``strict`` (before a change that rewrites it) an :class:`InstallFailed`.
+    """
     p = _installed_path(as_home(home))
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    if not (p.exists() or p.is_symlink()):
         return []
+    try:
+        data = read_json(p, what=f"lms-unlocked's install records {p}")
+    except UserFileError as exc:
+        if not strict:
+            return []
+        raise InstallFailed(
+            exc.message,
+            context=str(p),
+            hint=f"nothing was changed; move {p} aside (uninstall then cannot restore what older installs "
+            "replaced; their backups stay under backups/) and try again",
+        ) from None
     return [r for r in data if isinstance(r, dict)] if isinstance(data, list) else []
+
+
+def record_of(home: LmsHome, b: BackendInfo) -> dict[str, Any] | None:
+    """The install record of the folder ``b`` as it is now: the one whose transaction wrote its marker,
+    else the newest for that folder name."""
+    records = installed_records(home)
+    tx = (read_provenance(b.folder) or {}).get("transaction") if b.ours else None
+    by_tx = [r for r in records if tx and r.get("txid") == tx and r.get("folder") == b.folder.name]
+    by_folder = [r for r in records if r.get("folder") == b.folder.name]
+    hits = by_tx or by_folder
+    return hits[-1] if hits else None
 
 
 def _dump(obj: Any) -> bytes:
@@ -362,6 +388,13 @@ def _prefs_write_op(home: LmsHome, txdir: Path, backups: Path, new_data: Any, st
     return Op("write", str(new_file), str(prefs), orig)
 
 
+def _prefs_delete_op(home: LmsHome, backups: Path) -> Op:
+    prefs = home.preferences_file
+    backups.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(prefs, backups / prefs.name)
+    return Op("delete", "", str(prefs), str(backups / prefs.name))
+
+
 def _records_write_op(home: LmsHome, txdir: Path, records: list[dict[str, Any]]) -> Op:
     path = _installed_path(home)
     new_file = txdir / "installed.json.new"
@@ -451,7 +484,7 @@ def _install_ops(
         doc, _entries = load_preferences(h)
         new_prefs = with_selection(doc.data if doc else [], plan.model_format, fresh.info.name, fresh.info.version)
         ops.append(_prefs_write_op(h, txdir, backups, new_prefs, doc))
-    records = installed_records(h)
+    records = installed_records(h, strict=True)
     records.append(
         {
             "txid": txid,
@@ -463,6 +496,7 @@ def _install_ops(
                 for r in fresh.replaces
             ],
             "selected": fresh.select,
+            "created_preferences": fresh.select and not h.preferences_file.exists(),
             "model_format": plan.model_format,
             "selection_before": ({"name": before.name, "version": before.version} if before is not None else None),
         }
@@ -484,6 +518,7 @@ class UninstallPlan:
     warnings: tuple[str, ...] = ()
     blocked: str = ""
     txid: str = ""
+    prefs_created: bool = False  # the install created the preferences file (no file before it)
 
     @property
     def ident(self) -> str:
@@ -503,6 +538,8 @@ class UninstallPlan:
             bk = state_dir(self.home.path) / "backups" / self.txid / self.home.preferences_file.name
             lines.append(f"back up {self.home.preferences_file}  ->  {bk}")
             lines.append(f"select {what} for {fmt}")
+            if self.prefs_created and name is None:
+                lines.append(f"delete {self.home.preferences_file} if no entry is left (the install created it)")
         lines += [f"warning: {w}" for w in self.warnings]
         if self.blocked:
             lines.append(f"blocked: {self.blocked}")
@@ -531,7 +568,7 @@ def plan_uninstall(
             f"{b.ident} in {b.folder} was not installed by lms-unlocked; official folders are never deleted",
             hint=f"remove LM Studio's own runtimes in LM Studio or with `lms runtime remove {b.ident}`",
         )
-    rec = next((r for r in reversed(installed_records(h)) if r.get("folder") == b.folder.name), None)
+    rec = record_of(h, b)
     restores: list[tuple[Path, Path]] = []
     warnings: list[str] = []
     restored_idents: set[str] = set()
@@ -576,6 +613,7 @@ def plan_uninstall(
         tuple(warnings),
         blocked,
         new_txid("uninstall"),
+        bool(rec and rec.get("created_preferences")),
     )
 
 
@@ -599,10 +637,16 @@ def execute_uninstall(plan: UninstallPlan, *, processes: ProcessLister = _defaul
         if plan.prefs_change is not None:
             fmt, name, version = plan.prefs_change
             doc, _entries = load_preferences(h)
-            ops.append(
-                _prefs_write_op(h, txdir, backups, with_selection(doc.data if doc else [], fmt, name, version), doc)
-            )
-        records = [r for r in installed_records(h) if r.get("folder") != plan.info.folder.name]
+            new_prefs = with_selection(doc.data if doc else [], fmt, name, version)
+            if not new_prefs and plan.prefs_created:  # our install created the file: leave no `[]` behind
+                ops.append(_prefs_delete_op(h, backups))
+            else:
+                ops.append(_prefs_write_op(h, txdir, backups, new_prefs, doc))
+        records = installed_records(h, strict=True)
+        if plan.record_txid:  # pop this install's record only: older installs of the folder stay restorable
+            records = [r for r in records if r.get("txid") != plan.record_txid]
+        else:
+            records = [r for r in records if r.get("folder") != plan.info.folder.name]
         ops.append(_records_write_op(h, txdir, records))
         fault_point("uninstall:prepared")
         Journal(h.path).run(

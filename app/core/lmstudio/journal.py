@@ -5,7 +5,8 @@ there, backup copies included: docs/lmstudio-contract.md §4.3), in ``<home>/.lm
 the LM Studio home so that every move is one ``rename`` on the same file system:
 
 * ``journal.json`` - the transaction in flight (at most one), removed when it is finished
-* ``lock`` - pid of the process changing this home
+* ``lock`` - an OS lock (``flock``/``LockFileEx`` through the ``filelock`` package) held for the whole
+  transaction, from re-planning to the last journal write; the file holds the holder's pid, for messages only
 * ``tx/<txid>/`` - staged folders, new file contents, folders being removed
 * ``backups/<txid>/`` - replaced folders and the original preferences/settings, kept for undo
 * ``installed.json`` - what we installed and what each install replaced (read by uninstall)
@@ -35,15 +36,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
+import filelock
 
 from app.core.lmstudio.errors import LmStudioError
 from app.core.lmstudio.jsondoc import atomic_write_bytes, fsync_dir
+from app.core.userfile import UserFileError, read_json
 
 STATE_DIR_NAME = ".lms-unlocked"
 JOURNAL_FILE = "journal.json"
 LOCK_FILE = "lock"
 FAULT_ENV = "LMS_UNLOCKED_FAULT"
+LOCK_WAIT_ENV = "LMS_UNLOCKED_LOCK_WAIT"  # seconds a change waits for another process's lock (default: 0, refuse)
 
 
 class JournalError(LmStudioError):
@@ -151,13 +154,13 @@ class Journal:
         self.path = self.dir / JOURNAL_FILE
 
     def pending(self) -> dict[str, Any] | None:
-        if not self.path.exists():
+        if not (self.path.exists() or self.path.is_symlink()):
             return None
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+            data = read_json(self.path, what=f"the journal {self.path}")
+        except UserFileError as exc:
             raise JournalError(
-                f"the journal {self.path} is unreadable: {exc}",
+                f"the journal {self.path} is unreadable: {exc.message}",
                 hint=f"inspect {self.dir} by hand; backups are under {self.dir / 'backups'}",
             ) from None
         return data if isinstance(data, dict) else None
@@ -261,16 +264,20 @@ class Journal:
         return f"rolled back the interrupted {state.get('kind')} {state.get('txid')} ({state.get('summary')})"
 
 
-def _pid_alive(pid: int) -> bool:
+def _lock_wait() -> float:
     try:
-        return pid != os.getpid() and psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
+        return max(0.0, float(os.environ.get(LOCK_WAIT_ENV, "0")))
+    except ValueError:
+        return 0.0
 
 
 @contextmanager
 def home_lock(home_path: Path) -> Iterator[None]:
-    """Only one process changes a home at a time; a lock left by a dead process is taken over."""
+    """Only one process changes a home at a time: an OS lock on ``<home>/.lms-unlocked/lock``.
+
+    The kernel releases it when the holder exits or is killed, so there is no stale lock to judge. A second
+    process is refused at once (:class:`HomeBusy`), or waits up to ``$LMS_UNLOCKED_LOCK_WAIT`` seconds.
+    """
     d = state_dir(home_path)
     try:
         d.mkdir(parents=True, exist_ok=True)
@@ -280,37 +287,34 @@ def home_lock(home_path: Path) -> Iterator[None]:
             hint=f"{d} must be a writable folder (it holds staging, backups and the journal); move away whatever "
             "is there and check the permissions of the LM Studio home",
         ) from None
-    lock = d / LOCK_FILE
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                pid = int(lock.read_text().strip() or "0")
-            except (OSError, ValueError):
-                pid = 0
-            if pid and _pid_alive(pid):
-                raise HomeBusy(
-                    f"another lms-unlocked process (pid {pid}) is changing {home_path}",
-                    hint="wait for it to finish, then try again",
-                ) from None
-            try:
-                os.unlink(lock)
-            except FileNotFoundError:
-                pass
-            continue
-        with os.fdopen(fd, "w") as fh:
-            fh.write(str(os.getpid()))
-        break
-    else:
-        raise HomeBusy(f"cannot take the lock {lock}")
+    path = d / LOCK_FILE
+    lock = filelock.FileLock(str(path), timeout=_lock_wait(), is_singleton=False)
     try:
+        lock.acquire()
+    except filelock.Timeout:
+        try:
+            pid = path.read_text(encoding="ascii").strip()
+        except (OSError, ValueError):
+            pid = ""
+        who = f" (pid {pid})" if pid.isdigit() else ""
+        raise HomeBusy(
+            f"another lms-unlocked process{who} is changing {home_path}",
+            hint="wait for it to finish, then try again",
+        ) from None
+    except OSError as exc:
+        raise HomeBusy(
+            f"cannot lock {path}: {exc.strerror or exc}",
+            hint=f"{d} must be a writable folder on a local disk",
+        ) from None
+    try:
+        try:
+            with open(path, "r+", encoding="ascii") as fh:  # for the message above only; the lock is the flock
+                fh.write(f"{os.getpid():<12}")
+        except OSError:
+            pass
         yield
     finally:
-        try:
-            os.unlink(lock)
-        except FileNotFoundError:
-            pass
+        lock.release()
 
 
 def orphan_tx_dirs(home_path: Path, keep: Sequence[str] = ()) -> list[Path]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from app.core.lmstudio.errors import JsonFileError
+from app.core.userfile import JSON_LIMIT, loads_bounded, read_bounded
 
 UTF8_BOM = b"\xef\xbb\xbf"
 _OTHER_BOMS = {b"\xff\xfe": "UTF-16 LE", b"\xfe\xff": "UTF-16 BE"}
@@ -74,29 +75,18 @@ def parse_json_bytes(raw: bytes, *, where: str = "") -> JsonDoc:
             context=where,
             hint="rewrite it as UTF-8 without a BOM",
         ) from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise JsonFileError(
-            f"{where or 'the file'} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-            kind="syntax",
-            context=where,
-            hint="restore the file from the template backend or from a backup",
-        ) from None
+    data = loads_bounded(text, where=where or "the file", error=JsonFileError)
     newline = "\r\n" if "\r\n" in text else "\n"
     stripped = text.rstrip(" \t")
     final_newline = stripped.endswith("\n")
     return JsonDoc(data, has_bom, newline, _detect_indent(text), final_newline)
 
 
-def load_json(path: Path) -> JsonDoc:
-    """Read ``path`` as JSON, remembering its text facts. Raises :class:`JsonFileError`."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise JsonFileError(f"{path} does not exist", kind="missing", context=str(path)) from None
-    except OSError as exc:
-        raise JsonFileError(f"cannot read {path}: {exc.strerror}", kind="unreadable", context=str(path)) from None
+def load_json(path: Path, *, limit: int = JSON_LIMIT) -> JsonDoc:
+    """Read ``path`` (a regular file of at most ``limit`` bytes) as JSON, remembering its text facts.
+
+    Raises :class:`JsonFileError` (a FIFO, a huge or deeply nested file included, see app.core.userfile)."""
+    raw = read_bounded(path, limit=limit, error=JsonFileError)
     return replace(parse_json_bytes(raw, where=str(path)), path=path)
 
 

@@ -92,8 +92,9 @@ def _latin1(tmp: Path) -> Path:
         (_truncated, "truncated"),
         (_binary, "binary"),
         (_latin1, "not UTF-8"),
+        (lambda t: Path("/dev/zero"), "larger than"),  # was read until the kernel killed the process (#14)
     ],
-    ids=["missing", "directory", "unreadable", "truncated", "binary", "not-utf8"],
+    ids=["missing", "directory", "unreadable", "truncated", "binary", "not-utf8", "dev-zero"],
 )
 def test_bad_cpuinfo_files(tmp_path: Path, make, message: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(InputFileError, match=message) as info:
@@ -130,3 +131,18 @@ def test_disk_path_comes_from_the_caller(runtime_dir: Path, tmp_path: Path) -> N
     assert report.disk_path == str(tmp_path) and report.disk_free_bytes and report.errors == ()
     report = probe_hardware(skip_gpu=True)
     assert report.disk_free_bytes is None and report.disk_path == "" and report.errors == ()
+
+
+def test_huge_and_deep_report_files_are_refused(tmp_path: Path) -> None:
+    """#14: `--report` is bounded by size and JSON depth (a clear error, never a RecursionError)."""
+    for name, content, message in (
+        ("huge.json", b" " * (17 * 1024 * 1024), "larger than"),
+        ("deep.json", b"[" * 100_000 + b"]" * 100_000, "levels deep"),
+    ):
+        p = tmp_path / name
+        p.write_bytes(content)
+        with pytest.raises(InputFileError, match=message) as ei:
+            report_from_sources(str(p), None)
+        assert ei.value.exit_code == 2
+    with pytest.raises(InputFileError, match="larger than"):
+        report_from_sources("/dev/zero", None)

@@ -325,10 +325,19 @@ def _run_driver(op: str, home: Path, arg: str, fault: str) -> int:
     return r.returncode
 
 
+def _lock_is_free(home: Path) -> None:
+    """The OS lock is not held (its file may stay: unlinking a flock'ed file would split waiters)."""
+    import filelock
+
+    lock = filelock.FileLock(str(home / STATE_DIR_NAME / "lock"), timeout=0)
+    lock.acquire()
+    lock.release()
+
+
 def _clean_state(home: Path) -> None:
     sd = home / STATE_DIR_NAME
     assert not (sd / "journal.json").exists()
-    assert not (sd / "lock").exists()
+    _lock_is_free(home)
     assert not list((sd / "tx").iterdir())
 
 
