@@ -163,9 +163,9 @@ def main() -> int:
     cpu_tree = prepare_source(tag=None, commit=COMMIT, cache_root=cache, source=src, features=frozenset())
     cuda_tree = prepare_source(tag=None, commit=COMMIT, cache_root=cache, source=src, features=frozenset({"cuda"}))
     common = dict(build_root=cache / "builds", cmake=tools.cmake or "cmake", ninja=tools.ninja, ccache=tools.ccache)
-    cpu_plan = plan_build(report, "cpu-avx2", cpu_tree, "2.x", jobs=max(2, a.jobs // 4), smoke_program=True,
+    cpu_plan = plan_build(report, "cpu-avx2", cpu_tree, jobs=max(2, a.jobs // 4), smoke_program=True,
                           **common)  # type: ignore[arg-type]
-    cuda_plan = plan_build(report, "cuda-avx1", cuda_tree, "2.x", jobs=a.jobs, smoke_program=True, nvcc=tools.nvcc,
+    cuda_plan = plan_build(report, "cuda-avx1", cuda_tree, jobs=a.jobs, smoke_program=True, nvcc=tools.nvcc,
                            cuda_version=tools.cuda_version, **common)  # type: ignore[arg-type]
     (out / "plan-cuda.json").write_text(json.dumps({
         "configure": list(cuda_plan.configure.argv), "build": list(cuda_plan.build.argv),

@@ -55,7 +55,7 @@ def test_plan_from_the_recorded_report_is_the_plan_the_device_built() -> None:
     built = json.loads((D / "build-cuda.json").read_text())["plan"]
     r = _report()
     # The device's tool paths, so the argv can be compared exactly.
-    plan = plan_build(r, "cuda-avx1", SourceTree(Path("/src"), None, "0c1e57098", "dir"), "2.x", jobs=16,
+    plan = plan_build(r, "cuda-avx1", SourceTree(Path("/src"), None, "0c1e57098", "dir"), jobs=16,
                       build_root=Path("/b"), smoke_program=True, nvcc="/usr/local/cuda/bin/nvcc", cuda_version=(13, 0),
                       cmake="/opt/torch/.venv/bin/cmake", ninja="/opt/torch/.venv/bin/ninja")
     assert plan.cuda_architectures == "90" and plan.gpu_targets == ("9.0",)

@@ -50,7 +50,7 @@ def run_build(
         cancel=cancel,
         log_path=log,
         check=True,
-        hint="See the configure log; prerequisites can be checked with `lms-unlocked build --check`.",
+        hint="See the configure log; `lms-unlocked build … --plan-only` lists missing prerequisites.",
     )
     # A re-configure of an existing dir prints the same variant line: verification works in both cases.
     verify_configure_output(plan, lines)

@@ -164,7 +164,6 @@ def prepare_job(
         report,
         variant,
         tree,
-        template.generation or "1.x",
         generic=generic,
         jobs=jobs,
         build_root=cache / "builds",

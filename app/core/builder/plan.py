@@ -1,6 +1,6 @@
 """Pure build planning: the exact CMake configure/build command lines, environment and directories.
 
-`plan_build(report, variant, source, template)` decides everything before anything runs (reference build.md §2):
+`plan_build(report, variant, source, ...)` decides everything before anything runs (reference build.md §2):
 CMake + Ninja, Release, ``GGML_NATIVE=OFF`` with every ggml ISA option explicitly ON/OFF (tailored to the
 target CPU, or a variant's generic baseline), shared libraries, no curl/openssl/tests/prebuilt UI, the build
 commit/number from the tag, only the targets the backend needs, ``$ORIGIN`` run paths, ccache when present,
@@ -181,7 +181,6 @@ def plan_build(
     report: HardwareReport | None,
     variant: str,
     source: SourceTree,
-    template_generation: str = "1.x",
     *,
     generic: bool = False,
     jobs: int | None = None,
@@ -200,7 +199,6 @@ def plan_build(
     """Everything about one build, decided up front (no file system access, no processes).
 
     Args:
-        template_generation: "1.x" or "2.x" (2.x may also replace the template's llama-server).
         replace_server: also build llama-server (2.x templates whose server must be replaced).
         smoke_program: also build llama-simple, the small host program the 1.x smoke test runs.
         ninja/ccache/nvcc: resolved tool paths (None: not available); see prereq.find_tools().

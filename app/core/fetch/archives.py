@@ -107,10 +107,6 @@ def archive_format(path: Path) -> Format:
     )
 
 
-def is_archive_name(path: Path) -> bool:
-    return path.name.lower().endswith((".zip", ".7z", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar", ".tar.bz2"))
-
-
 # --- names and checks ---------------------------------------------------------------------------------------------
 
 

@@ -302,14 +302,6 @@ def _sse_checks_only(present: Callable[[int], bool]) -> Callable[[int], bool]:
     return lambda feature: True if feature in _AVX_FEATURE_IDS else present(feature)
 
 
-def read_cpuinfo_file(path: Path) -> str:
-    """Text of a cpuinfo file; OSError / UnicodeDecodeError propagate for the caller to explain."""
-    data = path.read_bytes()
-    if b"\x00" in data:
-        raise CpuinfoFormatError("the file is binary (it contains NUL bytes), not the text of /proc/cpuinfo")
-    return data.decode("utf-8")
-
-
 def probe_cpu_live(proc_cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuInfo:
     """The running machine's CPU: /proc/cpuinfo when it exists, else py-cpuinfo (+ the Windows OS check)."""
     if proc_cpuinfo.exists():

@@ -866,5 +866,3 @@ def repair(
         tuple(before), tuple(after), tuple(applied), tuple(skipped), r.backups if r.backups.exists() else None
     )
 
-
-doctor = diagnose  # the name the wizard's repair page uses

@@ -83,10 +83,6 @@ class NamingError(UsageError):
     code = "bad-backend-name"
 
 
-def is_our_name(name: str) -> bool:
-    return name.endswith(f"-{PROJECT_TOKEN}") or f"-{PROJECT_TOKEN}-" in name
-
-
 def validate_name(name: str) -> None:
     if not VALID_NAME.match(name):
         raise NamingError(

@@ -27,7 +27,7 @@ def test_kepler_cuda_package_writes_gpu_targets(tmp_path: Path) -> None:
     report = dataclasses.replace(report_for("ivybridge"), nvidia_gpus=(NvidiaGpu(0, "Tesla K80", "3.7", "470.82.01"),))
     src = SourceTree(Path("/src"), "b8861", None, "test")
     plan = plan_build(
-        report, "cuda-avx1-kepler", src, "2.x", build_root=tmp_path / "b", cuda_version=(11, 8), smoke_program=False
+        report, "cuda-avx1-kepler", src, build_root=tmp_path / "b", cuda_version=(11, 8), smoke_program=False
     )
     assert plan.gpu_targets == ("3.7",) and "cuda-kepler" in plan.patch_features
     bin_dir = tmp_path / "bin"

@@ -351,15 +351,16 @@ def test_journal_unreadable(home: Path) -> None:
     assert "journal-unreadable" in codes(fs)
 
 
-def test_wizard_names_doctor_and_repair_chosen(home: Path) -> None:
-    """doctor() / Finding.fixable / repair(home, chosen): only the chosen findings are fixed."""
+def test_repair_fixes_only_the_chosen_findings(home: Path) -> None:
+    """diagnose() / Finding.fixable / repair(home, chosen), as the wizard's repair page calls them: only the chosen
+    findings are fixed."""
     from app.core.lmstudio import doctor as doctor_mod
 
     m = home / OURS_DIR / "backend-manifest.json"
     m.write_bytes(b"\xef\xbb\xbf" + m.read_bytes())
     s = home / "settings.json"
     s.write_text(json.dumps({"autoUpdateExtensionPacks": True}))
-    fs = doctor_mod.doctor(home, report=IVY, **NONE)
+    fs = doctor_mod.diagnose(home, report=IVY, **NONE)
     chosen = [f for f in fs if f.code == "json-bom"]
     assert chosen and chosen[0].fixable
     out = doctor_mod.repair(home, chosen, report=IVY, **NONE)
