@@ -53,7 +53,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_json_flag(a)
     a.set_defaults(handler=run_audit_cmd)
 
-    s = sub.add_parser("smoke", help="prove a backend folder runs: generate tokens with a tiny model")
+    s = sub.add_parser(
+        "smoke",
+        help="prove a backend folder runs: generate tokens with a tiny model",
+        description="Run the folder's own program with a tiny model. In a folder we built the verdict is kept in "
+        "its unlocked-install.json, and `install` refuses a folder whose smoke test failed (unless --force).",
+    )
     s.add_argument("path", help="backend folder")
     s.add_argument("--framework", choices=("cpu", "vulkan", "cuda"), default="cpu")
     s.add_argument("--server", action="store_true", help="use the folder's llama-server (2.x)")
@@ -234,8 +239,9 @@ def run_audit_cmd(args: argparse.Namespace) -> int:
 
 
 def run_smoke_cmd(args: argparse.Namespace) -> int:
-    from app.core.builder.smoke import plan_smoke, run_smoke
+    from app.core.builder.smoke import plan_smoke, run_smoke, smoke_record
     from app.core.builder.tinymodel import shipped_model
+    from app.core.lmstudio.provenance import record_smoke
 
     folder = Path(args.path)
     if not folder.is_dir():
@@ -251,6 +257,7 @@ def run_smoke_cmd(args: argparse.Namespace) -> int:
         n_tokens=args.n_tokens,
     )
     r = run_smoke(plan)
+    recorded = record_smoke(folder, smoke_record(r, plan))
     if args.json:
         emit_json(
             {
@@ -261,6 +268,7 @@ def run_smoke_cmd(args: argparse.Namespace) -> int:
                 "tokens": r.tokens,
                 "seconds": round(r.seconds, 2),
                 "device_lines": list(r.device_lines),
+                "recorded_in_provenance": recorded,
             }
         )
     else:
@@ -268,4 +276,6 @@ def run_smoke_cmd(args: argparse.Namespace) -> int:
             f"{'OK' if r.ok else 'FAILED'}: {r.tokens} tokens in {r.seconds:.1f} s"
             + (f" — {r.reason}" if r.reason else "")
         )
+        if recorded:
+            out(f"kept in {folder / 'unlocked-install.json'} (install refuses a folder whose smoke test failed)")
     return 0 if r.ok else 1

@@ -19,7 +19,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="install a prebuilt backend (folder, archive, URL or catalog entry)",
         description="Install a backend into LM Studio transactionally. From a folder or archive "
         "(--from), a URL with an optional --sha256, or a signed catalog (--catalog) where the best entry for "
-        "this machine is picked unless --entry names one.",
+        "this machine is picked unless --entry names one. Before anything is written the backend is judged "
+        "against the target (this computer, or --report/--cpuinfo): platform and architecture, the manifest's "
+        "CPU extensions, the ISA audit of its binaries, the LM Studio engine version it was made from and its "
+        "own smoke test. A backend that does not fit is refused (exit 2) unless --force.",
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--from", dest="source", metavar="FOLDER|ARCHIVE|URL", help="backend folder, archive or URL")
@@ -33,6 +36,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--sha256", metavar="HEX", help="expected sha256 of the archive (--from ARCHIVE|URL)")
     p.add_argument("--entry", metavar="NAME@VERSION", help="catalog entry to install (default: best match)")
     p.add_argument("--select", action="store_true", help="also select it in LM Studio for GGUF models")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="install even when the install check refuses it (the reasons are kept in its provenance; a refused "
+        "backend is never selected)",
+    )
+    p.add_argument("--app-version", metavar="X.Y.Z", help="installed LM Studio version, to check its minimum")
     p.add_argument("--dry-run", action="store_true", help="show what would happen; download and install nothing")
     p.add_argument(
         "--allow-unsigned",
@@ -124,46 +134,62 @@ def _report(args: argparse.Namespace) -> Any:
 
 def run_install(args: argparse.Namespace) -> int:
     from app.core.fetch.obtain import execute_obtain, plan_from, plan_from_catalog
+    from app.core.install_check import InstallRefused
     from app.core.lmstudio.home import resolve_home
 
     home = resolve_home(args.home)
+    if args.source is not None and (args.entry or args.allow_unsigned or args.public_key):
+        raise UsageError("--entry, --allow-unsigned and --public-key go with --catalog, not --from.")
+    if args.source is None and args.sha256:
+        raise UsageError("--sha256 goes with --from; a catalog entry carries its own sha256.")
+    report = _report(args)  # the target every source is judged against before anything is written
+    judge = {"report": report, "force": args.force, "app_version": args.app_version}
     if args.source is not None:
-        if args.entry or args.allow_unsigned or args.public_key:
-            raise UsageError("--entry, --allow-unsigned and --public-key go with --catalog, not --from.")
-        plan = plan_from(args.source, home=home, sha256=args.sha256, select=args.select, dry_run=args.dry_run)
+        plan = plan_from(args.source, home=home, sha256=args.sha256, select=args.select, dry_run=args.dry_run,
+                         **judge)
     else:
-        if args.sha256:
-            raise UsageError("--sha256 goes with --from; a catalog entry carries its own sha256.")
-        report = None if args.entry and not (args.report or args.cpuinfo) else _report(args)
         plan = plan_from_catalog(
             args.catalog or None,
             home=home,
-            report=report,
             entry_ident=args.entry,
             select=args.select,
             allow_unsigned=args.allow_unsigned,
             public_key_path=Path(args.public_key) if args.public_key else None,
+            **judge,
         )
     _warn_loudly(plan.warnings)
     if plan.kind in ("url", "archive") and not plan.sha256:
         _warn_loudly(["no --sha256 given: the archive's integrity is NOT verified"])
     if args.dry_run:
+        refused = plan.check is not None and plan.check.refused and not args.force
         if args.json:
-            emit_json({"ok": True, "dry_run": True, "plan": plan.describe(), **_plan_json(plan)})
+            emit_json({"ok": not refused, "dry_run": True, "plan": plan.describe(), **_plan_json(plan)})
         else:
             out("Dry run, nothing will be downloaded or changed:")
             for line in plan.describe():
                 out("  " + line)
-        return 0
+        return 2 if refused else 0
     if not args.json:
         for line in plan.describe():
             out(line)
-    result = execute_obtain(plan, progress=None if args.json else _Progress())
+    try:
+        result = execute_obtain(plan, progress=None if args.json else _Progress())
+    except InstallRefused as exc:
+        if not args.json:  # the findings on stdout; the error (message, context, hint) follows on stderr
+            for line in exc.check.describe():
+                out(line)
+        raise
+    if result.check is not None and result.check.refused:
+        _warn_loudly([f"installed although the install check refused it (--force): {f.message}"
+                      for f in result.check.refusals])
+    _warn_loudly(result.warnings)
     if args.json:
         emit_json(
             {
                 "ok": True,
                 "installed": result.install.ident,
+                "forced": bool(result.check and result.check.refused),
+                "check": result.check.to_dict() if result.check else None,
                 "folder": str(result.install.dest),
                 "selected": result.install.selected,
                 "transaction": result.install.txid,
@@ -173,6 +199,9 @@ def run_install(args: argparse.Namespace) -> int:
             }
         )
     else:
+        if result.check is not None:
+            for line in result.check.describe():
+                out(line)
         out(f"Installed {result.install.ident} into {result.install.dest}")
         if result.install.selected:
             out("Selected it for GGUF models.")
@@ -190,6 +219,8 @@ def _plan_json(plan: Any) -> dict[str, Any]:
             {"entry": m.entry.ident, "offered": m.offered, "reasons": list(m.reasons)} for m in plan.matches
         ]
     d["warnings"] = list(plan.warnings)
+    if plan.check is not None:
+        d["check"] = plan.check.to_dict()
     return d
 
 

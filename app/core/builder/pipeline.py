@@ -17,13 +17,21 @@ from app.core.builder.execute import BuildResult, run_build
 from app.core.builder.package import PackageResult, package_backend
 from app.core.builder.plan import BuildPlan, parse_variant, plan_build
 from app.core.builder.prereq import PrereqReport, Tools, check_prerequisites, find_tools, require
-from app.core.builder.smoke import SmokeResult, have_qemu, plan_smoke, require_smoke, run_smoke
+from app.core.builder.smoke import (
+    SmokePlan,
+    SmokeResult,
+    have_qemu,
+    plan_smoke,
+    require_smoke,
+    run_smoke,
+    smoke_record,
+)
 from app.core.builder.source import SourceTree, find_prepared_source, prepare_source
 from app.core.builder.tinymodel import shipped_model
 from app.core.errors import UsageError
 from app.core.hardware.report import HardwareReport
 from app.core.lmstudio.backends import BackendInfo
-from app.core.lmstudio.provenance import read_provenance
+from app.core.lmstudio.provenance import read_provenance, record_smoke
 from app.core.paths import user_cache_dir, user_data_dir
 from app.core.runner import CancelToken, Progress
 
@@ -247,7 +255,7 @@ def smoke_folder(
             qemu_cpu=qemu_cpu if qemu_cpu and have_qemu() else None,
             env=env,
         )
-        return run_smoke(plan, cancel=cancel)
+        return _smoke_and_record(folder, plan, cancel)
     exe = folder / "llama-simple"
     added = False
     if not exe.exists():
@@ -257,10 +265,17 @@ def smoke_folder(
         plan = plan_smoke(
             folder, shipped_model(), framework=fw, qemu_cpu=qemu_cpu if qemu_cpu and have_qemu() else None, env=env
         )
-        return run_smoke(plan, cancel=cancel)
+        return _smoke_and_record(folder, plan, cancel)
     finally:
         if added:
             exe.unlink()
+
+
+def _smoke_and_record(folder: Path, plan: SmokePlan, cancel: CancelToken | None) -> SmokeResult:
+    """Run the smoke test and keep its verdict in the folder's provenance (`install` refuses a failed one)."""
+    result = run_smoke(plan, cancel=cancel)
+    record_smoke(folder, smoke_record(result, plan))
+    return result
 
 
 def _only_cpu_vulkan(report: HardwareReport | None) -> bool:

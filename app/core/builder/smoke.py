@@ -267,6 +267,21 @@ def _run_server(plan: SmokePlan, *, timeout: float, cancel: CancelToken | None, 
     return SmokeResult(not reason, rc, sigill, tokens, text, dev, time.monotonic() - start, reason, tuple(lines[-50:]))
 
 
+def smoke_record(result: SmokeResult, plan: SmokePlan) -> dict[str, object]:
+    """What a folder's provenance keeps of its smoke test (see ``provenance.record_smoke``): the verdict and
+    where it ran (this CPU, or the CPU model qemu stood in), so `install` can refuse a folder that failed it."""
+    return {
+        "ok": result.ok,
+        "reason": result.reason,
+        "sigill": result.sigill,
+        "returncode": result.returncode,
+        "tokens": result.tokens,
+        "kind": plan.kind,
+        "framework": plan.framework,
+        "cpu": f"qemu -cpu {plan.qemu_cpu}" if plan.qemu_cpu else "this computer",
+    }
+
+
 def require_smoke(result: SmokeResult, *, folder: Path) -> None:
     if result.ok:
         return

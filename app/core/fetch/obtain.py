@@ -6,7 +6,10 @@ normalised), and `app.core.lmstudio.install` installs it transactionally. Stagin
 whatever happens.
 
 `plan_*` functions decide everything (sources, URLs, sha256, which catalog entry and why) without
-downloading or writing; `execute_obtain` does the work.
+downloading or writing; `execute_obtain` does the work. Before anything is written to LM Studio's home, the
+staged folder is judged against the target (`app.core.install_check`: platform, CPU, ISA audit, engine
+version, smoke result); a refused backend is not installed unless the plan is forced, and a forced one is
+never selected.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from app.core.fetch.download import (
 )
 from app.core.fetch.errors import CatalogError, ChecksumMismatch
 from app.core.hardware.report import HardwareReport
+from app.core.install_check import InstallCheck, check_install, enforce, install_target
 from app.core.lmstudio.backends import list_backends, read_backend
 from app.core.lmstudio.home import LmsHome, as_home
 from app.core.lmstudio.install import InstallPlan, InstallResult, execute_install, plan_install
@@ -76,6 +80,10 @@ class ObtainPlan:
     install_plan: InstallPlan | None = None  # known up front for folders (and archives in a dry run)
     archive_summary: str = ""
     warnings: tuple[str, ...] = ()
+    report: HardwareReport | None = None  # the target computer the backend is judged against (None: unknown)
+    force: bool = False  # install even when the install check refuses (never selects it then)
+    app_version: str | None = None  # LM Studio's version where known (minimum_lmstudio_version)
+    check: InstallCheck | None = None  # the install check, known up front for folders (and archives in a dry run)
 
     def describe(self) -> list[str]:
         lines: list[str] = []
@@ -104,6 +112,11 @@ class ObtainPlan:
         if self.kind != "folder":
             lines.append(f"extract into a staging folder under {user_data_dir() / 'staging'}, checked for unsafe "
                          "entries, then install it:")
+        if self.check is not None:
+            lines += ["  " + x for x in self.check.describe()]
+            if self.check.refused:
+                lines.append("  the install is REFUSED" + (" but forced (--force): it will not be selected"
+                                                          if self.force else ""))
         if self.install_plan is not None:
             lines += ["  " + x for x in self.install_plan.describe()]
         else:
@@ -118,6 +131,8 @@ class ObtainResult:
     download: DownloadResult | None = None
     nested: bool = False
     provenance: dict[str, Any] = field(default_factory=dict)
+    check: InstallCheck | None = None
+    warnings: tuple[str, ...] = ()  # e.g. a forced install that was not selected
 
 
 def staging_root() -> Path:
@@ -146,17 +161,21 @@ def plan_from(
     select: bool = False,
     dry_run: bool = False,
     limits: ArchiveLimits | None = None,
+    report: HardwareReport | None = None,
+    force: bool = False,
+    app_version: str | None = None,
 ) -> ObtainPlan:
-    """Plan `install --from FOLDER|ARCHIVE|URL`.
+    """Plan `install --from FOLDER|ARCHIVE|URL` for the target `report` describes (None: CPU unknown).
 
     For a local archive in a dry run the archive is checked and extracted into a throw-away staging folder,
-    so the install plan shown is exact; nothing is written to LM Studio's home.
+    so the install plan (and the install check) shown is exact; nothing is written to LM Studio's home.
     """
     h = as_home(home)
     expected = normalise_sha256(sha256)
     if is_url(source):
         check_url(source)
-        return ObtainPlan("url", source, h, select, urls=(source,), sha256=expected)
+        return ObtainPlan("url", source, h, select, urls=(source,), sha256=expected, report=report, force=force,
+                          app_version=app_version)
     path = Path(source).expanduser()
     if path.is_dir():
         if expected:
@@ -164,7 +183,11 @@ def plan_from(
         root, nested = find_backend_root(path)
         warn = (f"the backend is one folder down, in {root.name}/",) if nested else ()
         fplan = plan_install(h, root, select=select)
-        return ObtainPlan("folder", source, h, select, local=root, install_plan=fplan, warnings=warn)
+        fchk = check_install(root, install_target(h, report, app_version=app_version)) if dry_run else None
+        return ObtainPlan(
+            "folder", source, h, select, local=root, install_plan=fplan, warnings=warn, check=fchk, report=report,
+            force=force, app_version=app_version
+        )
     if not path.is_file():
         raise InputFileError(
             f"{source} does not exist.",
@@ -174,6 +197,7 @@ def plan_from(
     archive_format(path)  # refuses non-archives early with a clear message
     summary = _archive_summary(path, limits)
     ip: InstallPlan | None = None
+    chk: InstallCheck | None = None
     if dry_run:
         if expected:
             _verify_local(path, expected, None)
@@ -181,10 +205,22 @@ def plan_from(
         try:
             res = extract_archive(path, staging, limits=limits)
             ip = plan_install(h, res.root, select=select)
+            chk = check_install(res.root, install_target(h, report, app_version=app_version))
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return ObtainPlan(
-        "archive", source, h, select, local=path, sha256=expected, install_plan=ip, archive_summary=summary
+        "archive",
+        source,
+        h,
+        select,
+        local=path,
+        sha256=expected,
+        install_plan=ip,
+        archive_summary=summary,
+        check=chk,
+        report=report,
+        force=force,
+        app_version=app_version,
     )
 
 
@@ -211,6 +247,8 @@ def plan_from_catalog(
     public_key_path: Path | None = None,
     engine_versions: Collection[str] | None = None,
     policy: RetryPolicy | None = None,
+    force: bool = False,
+    app_version: str | None = None,
 ) -> ObtainPlan:
     """Plan `install --catalog SRC [--entry NAME@VERSION]`: the named entry, or the best match for this machine.
 
@@ -256,6 +294,9 @@ def plan_from_catalog(
         catalog=cat,
         matches=matches,
         warnings=tuple(warnings),
+        report=report,
+        force=force,
+        app_version=app_version,
     )
 
 
@@ -274,6 +315,26 @@ def _verify_local(path: Path, sha256: str, size: int | None, cancel: CancelToken
         )
 
 
+def _judged_install_plan(
+    plan: ObtainPlan, folder: Path, prov: dict[str, Any]
+) -> tuple[InstallPlan, InstallCheck, tuple[str, ...]]:
+    """Validate the staged `folder`, judge it against the target (nothing written yet), and plan its install.
+
+    Raises InvalidBackendFolder (not a backend), InstallRefused (does not fit the target, not forced) or
+    UsageError (LM Studio is running and a selection was asked for). A forced, refused backend is not selected.
+    """
+    chk = check_install(folder, install_target(plan.home, plan.report, app_version=plan.app_version))
+    select = plan.select and not chk.refused
+    ip = plan_install(plan.home, folder, select=select)
+    enforce(chk, force=plan.force, source=plan.source)
+    _blocked(ip)
+    warnings: tuple[str, ...] = ()
+    if chk.refused and plan.select:
+        warnings = (f"{ip.ident} was installed because of --force but NOT selected: the install check refused it",)
+    prov["install_check"] = chk.provenance_record(forced=chk.refused)
+    return ip, chk, warnings
+
+
 def execute_obtain(
     plan: ObtainPlan,
     *,
@@ -287,9 +348,8 @@ def execute_obtain(
     prov: dict[str, Any] = {"obtained_by": plan.kind, "obtained_from": plan.source}
     if plan.kind == "folder":
         assert plan.local is not None
-        ip = plan_install(plan.home, plan.local, select=plan.select)
-        _blocked(ip)
-        return ObtainResult(execute_install(ip, provenance=prov), provenance=prov)
+        ip, chk, warnings = _judged_install_plan(plan, plan.local, prov)
+        return ObtainResult(execute_install(ip, provenance=prov), provenance=prov, check=chk, warnings=warnings)
     download: DownloadResult | None = None
     if plan.local is not None:
         archive = plan.local
@@ -332,10 +392,11 @@ def execute_obtain(
                     context=str(archive),
                     hint="The catalog and its archive do not belong together; nothing was installed.",
                 )
-        ip = plan_install(plan.home, res.root, select=plan.select)
-        _blocked(ip)
+        ip, chk, warnings = _judged_install_plan(plan, res.root, prov)
         result = execute_install(ip, provenance=prov)
-        return ObtainResult(result, download=download, nested=res.nested, provenance=prov)
+        return ObtainResult(
+            result, download=download, nested=res.nested, provenance=prov, check=chk, warnings=warnings
+        )
     finally:
         with contextlib.suppress(OSError):
             shutil.rmtree(staging)

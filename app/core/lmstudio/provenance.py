@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,18 @@ from app.core.lmstudio.jsondoc import atomic_write_bytes, load_json
 
 PROVENANCE_SCHEMA = 1
 JSON_FILES = (MANIFEST_FILE, DISPLAY_DATA_FILE, ARTIFACTS_FILE)
-__all__ = ["PROVENANCE_FILE", "FileDiff", "file_digests", "read_provenance", "verify_files", "write_provenance"]
+SMOKE_KEY = "smoke"  # the folder's own smoke test: {"ok", "reason", "cpu", "at", ...} (see record_smoke)
+__all__ = [
+    "PROVENANCE_FILE",
+    "SMOKE_KEY",
+    "FileDiff",
+    "file_digests",
+    "read_provenance",
+    "record_smoke",
+    "smoke_of",
+    "verify_files",
+    "write_provenance",
+]
 
 
 def sha256_file(path: Path) -> str:
@@ -101,6 +113,28 @@ def read_provenance(folder: Path) -> dict[str, Any] | None:
     except JsonFileError:
         return None
     return doc.data if isinstance(doc.data, dict) else None
+
+
+def record_smoke(folder: Path, result: Mapping[str, Any]) -> bool:
+    """Store the result of the folder's own smoke test in its marker (only a folder of ours has one).
+
+    ``result`` holds at least ``ok`` (bool) and ``reason``; ``at`` (UTC) is added. The file hashes are not
+    touched: the marker never hashes itself. Returns False when the folder has no readable marker.
+    """
+    prov = read_provenance(folder)
+    if prov is None:
+        return False
+    prov[SMOKE_KEY] = {**dict(result), "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    atomic_write_bytes(folder / PROVENANCE_FILE, (json.dumps(prov, indent=2, ensure_ascii=False) + "\n").encode())
+    return True
+
+
+def smoke_of(provenance: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The recorded smoke result (a dict with a boolean ``ok``), or None when none was recorded."""
+    rec = provenance.get(SMOKE_KEY) if provenance else None
+    if not isinstance(rec, dict) or not isinstance(rec.get("ok"), bool):
+        return None
+    return dict(rec)
 
 
 @dataclass(frozen=True)
