@@ -42,7 +42,8 @@ from app.core.lmstudio.engine_index import read_engine_index
 from app.core.lmstudio.errors import RefusedChange
 from app.core.lmstudio.home import LmsHome, as_home
 from app.core.lmstudio.judge import host_ise, judge_backend, version_tuple
-from app.core.lmstudio.naming import OFFICIAL_NAMES, OS_TOKENS
+from app.core.lmstudio.kinds import classify_backend
+from app.core.lmstudio.naming import OS_TOKENS
 from app.core.lmstudio.provenance import read_provenance, smoke_of, verify_files
 
 SEVERITIES: tuple[str, ...] = ("refuse", "warning", "info", "ok")
@@ -205,8 +206,8 @@ def norm_arch(arch: str) -> str:
 
 
 def is_official(b: BackendInfo) -> bool:
-    """One of LM Studio's own engines: readable, not ours, an official name (§4.2)."""
-    return b.valid and not b.ours and b.name in OFFICIAL_NAMES
+    """One of LM Studio's own engines (official name grammar and content, §4): what tells the home's platform."""
+    return classify_backend(b).kind == "official"
 
 
 def _platform_token(name: str) -> str:

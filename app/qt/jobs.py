@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.core import patchonly
+from app.core import install_check, patchonly
 from app.core.builder import audit, pipeline, smoke, tinymodel
 from app.core.errors import UnlockedError
 from app.core.fetch import obtain
@@ -266,9 +266,17 @@ def _download_job(ctx: JobContext, plan: Any, report: Any) -> InstallOutcome:
     if not state["announced"]:
         stage_start(ctx, "verify, extract and install")
     ctx.on_line(f"installed {res.install.ident} into {res.install.dest}")
-    checks = [step(ctx, "audit", lambda: audit_check(res.install.dest, report))]
+    checks = [install_check_summary(res.check)] if res.check is not None else []
+    checks.append(step(ctx, "audit", lambda: audit_check(res.install.dest, report)))
     checks.append(step(ctx, "smoke test", lambda: smoke_check(ctx, res.install.dest)))
     return InstallOutcome(res.install.ident, res.install.dest, tuple(checks), tuple(plan.warnings))
+
+
+def install_check_summary(judged: install_check.InstallCheck) -> Check:
+    """The check `execute_obtain` made before writing (refused ones never get here unless forced)."""
+    notes = [f.message for f in judged.findings if f.severity in ("refuse", "warning")]
+    return Check("Install check", not judged.refused, "; ".join(notes) or "platform, processor, engine version and "
+                 "smoke record fit this computer and this LM Studio")
 
 
 def audit_check(folder: Path, report: Any) -> Check:
@@ -343,10 +351,16 @@ def _build_job(ctx: JobContext, job: Any, home: Any, source: Path | None = None)
         checks.append(Check("Smoke test", res.smoke.ok, f"{res.smoke.tokens} tokens in {res.smoke.seconds:.1f} s"))
 
     def install() -> Any:
+        # judged against the home and this computer before anything is written (same check as `install`)
+        judged = install_check.check_install(pkg.folder, install_check.install_target(home, job.report),
+                                             audit=pkg.audit)
+        install_check.enforce(judged, force=False)
         ip = inst.plan_install(home, pkg.folder)
         if ip.blocked:
             raise UnlockedError(ip.blocked, hint="Quit LM Studio (also from the tray) and press Try again.")
-        return inst.execute_install(ip, provenance=provenance.read_provenance(pkg.folder) or {})
+        prov = dict(provenance.read_provenance(pkg.folder) or {})
+        prov["install_check"] = judged.provenance_record(forced=False)
+        return inst.execute_install(ip, provenance=prov)
 
     ir = step(ctx, "install", install)
     return InstallOutcome(ir.ident, ir.dest, tuple(checks), tuple(job.warnings))
