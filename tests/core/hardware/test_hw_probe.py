@@ -11,6 +11,7 @@ import pytest
 from app.core.errors import InputFileError
 from app.core.hardware.probe import probe_hardware, report_from_sources
 from app.core.hardware.report import HardwareReport
+from tests import hostfacts
 from tests.conftest import FIXTURES
 
 CPUINFO = FIXTURES / "hwdata" / "cpuinfo"
@@ -34,9 +35,16 @@ def test_live_probe(runtime_dir: Path, tmp_path: Path) -> None:
     assert report.disk_free_bytes and report.disk_free_bytes > 0
     assert report.disk_path == str(tmp_path / "not-yet" / "home")
     assert report.disk_measured_at == str(tmp_path)  # the folder does not exist yet: its nearest parent is measured
-    assert any(d.software for d in report.vulkan_devices)  # lavapipe
-    assert report.nvidia_gpus == ()
-    assert [(e.probe, e.kind) for e in report.errors] == [("nvidia", "absent")]
+    # the GPUs this host really has, as vulkaninfo / nvidia-smi (tools independent of the probe) see them
+    vk = hostfacts.vulkan_devices({**os.environ, "XDG_RUNTIME_DIR": str(runtime_dir)})
+    if vk is not None:
+        assert sorted((d.name, d.software) for d in report.vulkan_devices) == sorted((f.name, f.cpu_type) for f in vk)
+    assert bool(report.vulkan_devices) != bool(report.errors_for("vulkan"))  # devices, or why there are none
+    nv = hostfacts.nvidia_gpu_names()
+    assert sorted(g.name for g in report.nvidia_gpus) == sorted(nv)
+    assert all(g.compute_capability and g.driver_version for g in report.nvidia_gpus)
+    assert bool(report.errors_for("nvidia")) == (not nv)
+    assert {e.probe for e in report.errors} <= {"vulkan", "nvidia"} and {e.kind for e in report.errors} <= {"absent"}
     again = HardwareReport.from_json(report.to_json())
     assert again == report
 
