@@ -187,7 +187,7 @@ def run_build_cmd(args: argparse.Namespace) -> int:
 
 
 def run_audit_cmd(args: argparse.Namespace) -> int:
-    from app.core.builder.audit import audit_folder, audit_violations
+    from app.core.builder.audit import audit_folder, audit_violations, describe_count
 
     p = Path(args.path)
     if not p.exists():
@@ -215,19 +215,26 @@ def run_audit_cmd(args: argparse.Namespace) -> int:
                         "counted": b.counted,
                         "instructions": b.instructions,
                         "counts": b.counts,
+                        "guarded": b.guarded,
                         "skipped": b.skipped,
                     }
                     for b in fa.binaries
                 ],
                 "violations": [
-                    {"file": v.file, "extension": v.extension, "count": v.count, "examples": list(v.examples)}
+                    {
+                        "file": v.file,
+                        "extension": v.extension,
+                        "count": v.count,
+                        "guarded": v.guarded,
+                        "examples": list(v.examples),
+                    }
                     for v in violations
                 ],
             }
         )
     else:
         for b in fa.binaries:
-            counts = ", ".join(f"{k} {v}" for k, v in b.counts.items()) or "baseline x86-64 only"
+            counts = ", ".join(describe_count(b, k) for k in b.counts) or "baseline x86-64 only"
             tag = "" if b.counted else "  (LM Studio/runtime file, not judged)"
             out(f"{b.path}: {counts}{tag}")
         out(f"audited {len(fa.binaries)} binaries in {fa.seconds:.1f} s")

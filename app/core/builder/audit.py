@@ -37,6 +37,7 @@ from pathlib import Path
 
 import capstone
 
+from app.core.builder.dispatch import Image, analyse_guards, direct_reference, elf_image, pe_image, rip_target
 from app.core.errors import UnlockedError
 
 # Extensions we count, oldest first (names match app.core.hardware.report.ISA_ORDER where they overlap).
@@ -168,9 +169,17 @@ class BinaryAudit:
     seconds: float = 0.0
     counted: bool = True  # judged against the target CPU (built from llama.cpp)
     skipped: str = ""  # why it was not disassembled (other architecture), else ""
+    # Of `counts`, how many run only after a CPU-feature flag test (runtime dispatch; app.core.builder.dispatch).
+    guarded: dict[str, int] = field(default_factory=dict)
+    top_unguarded: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    guard_stats: dict[str, int] = field(default_factory=dict)  # flags found, roots, flag tests, ...
 
     def uses(self, extension: str) -> int:
         return self.counts.get(extension, 0)
+
+    def unguarded(self, extension: str) -> int:
+        """Instructions of `extension` a CPU may execute without having passed a feature check."""
+        return self.counts.get(extension, 0) - self.guarded.get(extension, 0)
 
 
 @dataclass(frozen=True)
@@ -197,12 +206,14 @@ class FolderAudit:
 class Violation:
     file: str
     extension: str
-    count: int
+    count: int  # instructions outside any CPU-feature check
     examples: tuple[str, ...] = ()
+    guarded: int = 0  # further instructions of this extension behind a CPU-feature check (no violation)
 
     def describe(self) -> str:
         ex = f" (e.g. {', '.join(self.examples)})" if self.examples else ""
-        return f"{self.file} uses {self.count} {self.extension} instructions{ex}"
+        g = f"; {self.guarded} more behind a CPU check" if self.guarded else ""
+        return f"{self.file} uses {self.count} {self.extension} instructions outside any CPU check{ex}{g}"
 
 
 # --- reading executable sections -------------------------------------------------------------------------------
@@ -227,23 +238,33 @@ def _elf_sections(data: bytes) -> tuple[str, list[tuple[int, bytes]]]:
     return ("x86_64", out)
 
 
-def _pe_sections(data: bytes) -> tuple[str, list[tuple[int, bytes]]]:
+def _read_elf(data: bytes) -> tuple[str, list[tuple[int, bytes]], Callable[[], Image] | None]:
+    machine, sections = _elf_sections(data)
+    return (machine, sections, (lambda: elf_image(data, sections)) if machine == "x86_64" else None)
+
+
+def _read_pe(data: bytes) -> tuple[str, list[tuple[int, bytes]], Callable[[], Image] | None]:
     import pefile
 
     pe = pefile.PE(data=data, fast_load=True)
-    try:
-        machine = pe.FILE_HEADER.Machine
-        if machine != 0x8664:
-            return (f"machine=0x{machine:04x}", [])
-        out: list[tuple[int, bytes]] = []
-        for s in pe.sections:
-            if s.Characteristics & 0x20000000:  # IMAGE_SCN_MEM_EXECUTE
-                raw = s.get_data()
-                size = min(len(raw), s.Misc_VirtualSize or len(raw))
-                out.append((pe.OPTIONAL_HEADER.ImageBase + s.VirtualAddress, raw[:size]))
-        return ("x86_64", out)
-    finally:
+    machine = pe.FILE_HEADER.Machine
+    if machine != 0x8664:
         pe.close()
+        return (f"machine=0x{machine:04x}", [], None)
+    out: list[tuple[int, bytes]] = []
+    for s in pe.sections:
+        if s.Characteristics & 0x20000000:  # IMAGE_SCN_MEM_EXECUTE
+            raw = s.get_data()
+            size = min(len(raw), s.Misc_VirtualSize or len(raw))
+            out.append((pe.OPTIONAL_HEADER.ImageBase + s.VirtualAddress, raw[:size]))
+
+    def image() -> Image:
+        try:
+            return pe_image(pe, out)
+        finally:
+            pe.close()
+
+    return ("x86_64", out, image)
 
 
 def binary_format(path: Path) -> str | None:
@@ -265,16 +286,21 @@ def binary_format(path: Path) -> str | None:
     return None
 
 
-def _disassemble(sections: Iterable[tuple[int, bytes]]) -> Iterator[tuple[str, str]]:
+def _disassemble(sections: Iterable[tuple[int, bytes]]) -> Iterator[list[tuple[int, int, str, str]]]:
+    """Linear sweep: one list of (address, size, mnemonic, operands) per section."""
     md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
     md.skipdata = True  # step over bytes that are not instructions (jump tables, padding) instead of stopping
     for addr, code in sections:
-        for _a, _s, mnemonic, op_str in md.disasm_lite(code, addr):
-            yield mnemonic, op_str
+        yield list(md.disasm_lite(code, addr))
 
 
-def audit_binary(path: Path | str, *, rel_path: str | None = None, counted: bool | None = None) -> BinaryAudit:
+def audit_binary(
+    path: Path | str, *, rel_path: str | None = None, counted: bool | None = None, dispatch: bool = True
+) -> BinaryAudit:
     """Disassemble every executable section of one ELF or PE x86-64 file and count extensions.
+
+    With `dispatch` (default), instructions reached only after a CPU-feature flag test are counted in
+    `guarded` as well (see `app.core.builder.dispatch`).
 
     Raises:
         AuditError: not an ELF/PE file, or unreadable.
@@ -288,14 +314,14 @@ def audit_binary(path: Path | str, *, rel_path: str | None = None, counted: bool
         )
     try:
         data = p.read_bytes()
-        machine, sections = _elf_sections(data) if fmt == "ELF" else _pe_sections(data)
+        machine, sections, image_of = _read_elf(data) if fmt == "ELF" else _read_pe(data)
     except (OSError, struct.error, IndexError) as exc:
         raise AuditError(f"Could not read {p.name}: {exc}", context=str(p)) from exc
     except Exception as exc:  # pefile.PEFormatError and friends
         raise AuditError(f"Could not parse {p.name} as {fmt}: {exc}", context=str(p)) from exc
     name = rel_path or p.name
     is_counted = counts_for_target(name) if counted is None else counted
-    if machine != "x86_64":
+    if machine != "x86_64" or image_of is None:
         return BinaryAudit(
             name,
             fmt,
@@ -309,22 +335,83 @@ def audit_binary(path: Path | str, *, rel_path: str | None = None, counted: bool
     per_ext: dict[str, Counter[str]] = {}
     n = 0
     cache: dict[tuple[str, str], str | None] = {}
-    for mnemonic, op_str in _disassemble(sections):
-        n += 1
-        # The op string matters only for v*/k* mnemonics; cache on (mnemonic, register kinds).
-        key = (mnemonic, _op_key(op_str) if mnemonic[:1] in ("v", "k") else "")
-        ext = cache.get(key, "?")
-        if ext == "?":
-            ext = classify(mnemonic, op_str)
-            cache[key] = ext
-        if ext is not None:
-            per_ext.setdefault(ext, Counter())[mnemonic] += 1
+    # For the dispatch analysis: where each judged instruction is, where cpuid/xgetbv are, what code names what.
+    sites: dict[int, tuple[str, str]] = {}
+    cpuid: list[int] = []
+    referenced: set[int] = set()
+    calls: dict[int, list[int]] = {}
+    written: set[int] = set()
+    swept: list[list[tuple[int, int, str, str]]] = []
+    for insns in _disassemble(sections):
+        swept.append(insns)
+        n += len(insns)
+        for addr, size, mnemonic, op_str in insns:
+            c = mnemonic[0]
+            if "rip" in op_str:
+                # Globals written (or whose address is taken): a zero-initialised one never written stays 0.
+                first = op_str.split(", ", 1)[0]
+                if mnemonic == "lea" or ("[rip" in first and mnemonic not in _READS_ONLY):
+                    t = rip_target(op_str, addr + size)
+                    if t is not None:
+                        written.add(t)
+            if c in "cjl":
+                if c == "c" and mnemonic == "cpuid":
+                    cpuid.append(addr)
+                else:
+                    target = direct_reference(mnemonic, op_str, addr + size)
+                    if target is not None:
+                        referenced.add(target)
+                        if mnemonic == "call":
+                            calls.setdefault(target, []).append(addr)
+            elif c == "x" and mnemonic == "xgetbv":
+                cpuid.append(addr)
+            # The op string matters only for v*/k* mnemonics; cache on (mnemonic, register kinds).
+            key = (mnemonic, _op_key(op_str) if c in ("v", "k") else "")
+            ext = cache.get(key, "?")
+            if ext == "?":
+                ext = classify(mnemonic, op_str)
+                cache[key] = ext
+            if ext is not None:
+                per_ext.setdefault(ext, Counter())[mnemonic] += 1
+                if ext not in ALWAYS_BENIGN:
+                    sites[addr] = (ext, mnemonic)
     counts = {e: sum(per_ext[e].values()) for e in EXTENSIONS if e in per_ext}
     top = {e: per_ext[e].most_common(4) for e in counts}
+    guarded: dict[str, int] = {}
+    guard_stats: dict[str, int] = {}
+    top_unguarded: dict[str, list[tuple[str, int]]] = {}
+    if dispatch and sites:
+        res = analyse_guards(image_of(), sites, cpuid, referenced, calls, swept, written)
+        guard_stats = res.stats
+        g: Counter[str] = Counter()
+        ung: dict[str, Counter[str]] = {}
+        for addr, (ext, mnemonic) in sites.items():
+            if addr in res.guarded:
+                g[ext] += 1
+            else:
+                ung.setdefault(ext, Counter())[mnemonic] += 1
+        guarded = {e: g[e] for e in EXTENSIONS if g[e]}
+        top_unguarded = {e: ung[e].most_common(4) for e in EXTENSIONS if e in ung}
+    else:
+        top_unguarded = {e: top[e] for e in top if e not in ALWAYS_BENIGN}
     code_bytes = sum(len(c) for _, c in sections)
-    return BinaryAudit(name, fmt, machine, code_bytes, n, counts, top, time.monotonic() - start, is_counted)
+    return BinaryAudit(
+        name,
+        fmt,
+        machine,
+        code_bytes,
+        n,
+        counts,
+        top,
+        time.monotonic() - start,
+        is_counted,
+        guarded=guarded,
+        top_unguarded=top_unguarded,
+        guard_stats=guard_stats,
+    )
 
 
+_READS_ONLY = frozenset({"cmp", "test", "bt", "push", "call", "jmp"})
 _OPKEY_RE = re.compile(r"zmm|ymm|xmm(?:1[6-9]|2\d|3[01])|\{k|\bk[0-7]\b|,\s*xmm\d+$")
 
 
@@ -370,7 +457,7 @@ def audit_folder(
     root = Path(folder)
     if not root.is_dir():
         if root.is_file():
-            b = audit_binary(root)
+            b = audit_binary(root, counted=True)  # a file named on its own is always judged
             return FolderAudit(str(root), (b,), b.seconds)
         raise AuditError(f"{root} does not exist.", context=str(root), hint="Give a backend folder or a binary.")
     start = time.monotonic()
@@ -400,6 +487,14 @@ def audit_folder(
     return FolderAudit(str(root), tuple(results), time.monotonic() - start)
 
 
+def describe_count(b: BinaryAudit, extension: str) -> str:
+    """ "AVX2 38" or "AVX2 38 (all behind a CPU check)" / "(12 behind a CPU check)"."""
+    n, g = b.uses(extension), b.guarded.get(extension, 0)
+    if not g:
+        return f"{extension} {n}"
+    return f"{extension} {n} ({'all' if g == n else g} behind a CPU check)"
+
+
 def benign_reason(rel_path: str, extension: str) -> str | None:
     if extension in ALWAYS_BENIGN:
         return "tzcnt is encoded as rep bsf and runs as bsf on CPUs without BMI1"
@@ -421,11 +516,12 @@ def audit_violations(folder_audit: FolderAudit, usable_isa: Iterable[str]) -> li
     for b in folder_audit.binaries:
         if not b.counted:
             continue
-        for ext, count in b.counts.items():
-            if ext in usable or benign_reason(b.path, ext):
+        for ext in b.counts:
+            count = b.unguarded(ext)
+            if count <= 0 or ext in usable or benign_reason(b.path, ext):
                 continue
-            examples = tuple(f"{m} ×{n}" for m, n in b.top_mnemonics.get(ext, [])[:3])
-            out.append(Violation(b.path, ext, count, examples))
+            examples = tuple(f"{m} ×{n}" for m, n in b.top_unguarded.get(ext, b.top_mnemonics.get(ext, []))[:3])
+            out.append(Violation(b.path, ext, count, examples, b.guarded.get(ext, 0)))
     return out
 
 
