@@ -41,10 +41,11 @@ from app.core.lmstudio.backends import BackendInfo, list_backends, read_backend
 from app.core.lmstudio.engine_index import read_engine_index
 from app.core.lmstudio.errors import RefusedChange
 from app.core.lmstudio.home import LmsHome, as_home
-from app.core.lmstudio.judge import host_ise, judge_backend, version_tuple
+from app.core.lmstudio.judge import host_ise, judge_backend
 from app.core.lmstudio.kinds import classify_backend
 from app.core.lmstudio.naming import OS_TOKENS
 from app.core.lmstudio.provenance import read_provenance, smoke_of, verify_files
+from app.core.version import older, version_key
 
 SEVERITIES: tuple[str, ...] = ("refuse", "warning", "info", "ok")
 CHECKS: tuple[str, ...] = ("platform", "architecture", "ise", "isa-audit", "engine-version", "smoke", "gpu")
@@ -274,7 +275,7 @@ def install_target(
     else:
         arch, arch_src = "", "neither the CPU nor the home's engines tell it"
     engines = sorted(
-        {b.version for b in official if b.name.startswith("llama.cpp-")}, key=lambda v: (version_tuple(v), v)
+        {b.version for b in official if b.name.startswith("llama.cpp-")}, key=version_key
     )
     return InstallTarget(h, report, plat, plat_src, arch, arch_src, home_arch, tuple(engines), app_version,
                          tuple(notes))
@@ -420,7 +421,7 @@ def _generation(version: str) -> str:
 def _check_engine(info: BackendInfo, t: InstallTarget, prov: Mapping[str, Any] | None) -> Finding:
     app = t.app_version
     need_app = info.minimum_lmstudio_version
-    if app and need_app and version_tuple(app) < version_tuple(need_app):
+    if older(app, need_app):  # "0.4.0+14" is older than "0.4.0+15" (docs/lmstudio-contract.md §5.1)
         return Finding(
             "engine-version",
             "refuse",
