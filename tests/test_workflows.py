@@ -45,8 +45,26 @@ def matrix_rows(job: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def test_the_two_workflows_exist() -> None:
-    assert {"bundle.yml", "backends.yml"} <= set(all_workflows())
+def test_the_workflows_exist() -> None:
+    assert {"bundle.yml", "backends.yml", "test.yml"} <= set(all_workflows())
+
+
+def test_the_test_workflow_runs_the_readme_test_command_on_every_push_and_pull_request() -> None:
+    doc = load("test.yml")
+    assert set(doc["on"]) >= {"push", "pull_request"}
+    for trigger in ("push", "pull_request"):
+        assert not (doc["on"][trigger] or {}), f"{trigger}: no branch or path filter, every one runs the tests"
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    command = "bash scripts/test.sh"
+    assert f"\n    {command}\n" in readme, "the README's test command"
+    (job,) = doc["jobs"].values()
+    assert job["runs-on"].startswith("ubuntu-")  # scripts/test.sh installs Debian/Ubuntu packages with apt
+    runs = [s["run"].strip() for s in job["steps"] if "run" in s]
+    assert runs == [command], runs
+    setup = [s for s in job["steps"] if s.get("uses", "").startswith("actions/setup-python")]
+    assert [s["with"]["python-version"] for s in setup] == ["3.11"]
+    # nothing outside the checkout: the command must not need ../shared
+    assert "shared" not in yaml.safe_dump(job)
 
 
 @pytest.mark.parametrize("name", all_workflows())
