@@ -16,6 +16,9 @@ Faults (each applies to the next `times` GET requests of that path; None = every
     wrong_range_start  on a Range request, answer 206 with Content-Range starting at this wrong offset
     headers_delay   sleep this long before sending anything (trips a client's read timeout)
     chunk_delay     sleep between 16 KiB chunks (a slow server)
+    drip            sleep this long between writes of 64 bytes (a server that trickles, never idle for long)
+    no_length       send no Content-Length: the body ends when the connection closes (with drop_after:
+                    a cut the client cannot tell from the end)
     body            replace the body (a server that now delivers different bytes)
 
 The wizard's tests use the same class to serve a local catalog folder (`add_dir`).
@@ -42,6 +45,8 @@ class Fault:
     wrong_range_start: int | None = None
     headers_delay: float = 0.0
     chunk_delay: float = 0.0
+    drip: float = 0.0
+    no_length: bool = False
     body: bytes | None = None
     times: int | None = 1
 
@@ -174,7 +179,11 @@ class _Handler(BaseHTTPRequestHandler):
                 shown = fault.wrong_range_start
             self.send_header("Content-Range", f"bytes {shown}-{end}/{size}")
         length = end - start + 1
-        self.send_header("Content-Length", str(length))
+        if fault is not None and fault.no_length:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        else:
+            self.send_header("Content-Length", str(length))
         self.end_headers()
         if head:
             return
@@ -193,6 +202,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_body(self, res: Resource, body: bytes | None, start: int, count: int, fault: Fault | None) -> None:
         delay = fault.chunk_delay if fault is not None else 0.0
+        drip = fault.drip if fault is not None else 0.0
+        if drip:
+            data = body if body is not None else res.data if res.data is not None else res.path.read_bytes()  # type: ignore[union-attr]
+            for i in range(start, start + count, 64):
+                self.wfile.write(data[i : min(i + 64, start + count)])
+                self.wfile.flush()
+                time.sleep(drip)
+            return
         if body is None and res.data is None and not delay:
             assert res.path is not None
             with res.path.open("rb") as f:

@@ -3,7 +3,11 @@
 Every archive is listed and checked before a single byte is written:
 - names must be relative, without `..`, drive letters or NUL; backslashes count as separators;
 - symlinks may only point inside the archive; hard links, devices, FIFOs and sockets are refused;
-- the declared total size and the number of members are bounded (zip/tar/7z bombs);
+- names with control characters (a newline) and a file and a folder at the same path are refused;
+- the declared total size, the number of members and the compression ratio are bounded (zip/tar/7z bombs),
+  and the free space where it unpacks must hold the declared total (the message says how much, and where);
+- an incomplete archive is refused: a tar without its end-of-archive block (cut by a download that had no
+  Content-Length and no sha256), a member shorter than its header, a symbolic link to a member that is absent;
 then files are written with a byte counter that stops at the declared size and the total limit (a
 lying header cannot inflate past either), symlinks last. A backend folder nested one level too deep
 (`archive/<name>-<version>/backend-manifest.json`) is recognised and its inner folder returned.
@@ -11,7 +15,10 @@ lying header cannot inflate past either), symlinks last. A backend folder nested
 
 from __future__ import annotations
 
+import bz2
 import contextlib
+import gzip
+import lzma
 import os
 import posixpath
 import re
@@ -61,6 +68,9 @@ class ArchiveLimits:
 
     max_total_bytes: int = 8 << 30
     max_files: int = 20_000
+    max_ratio: float = 100.0  # unpacked / archive size; real backends compress 2-10x (CUDA fatbins ~20x)
+    ratio_floor: int = 64 << 20  # totals below this are never refused for their ratio
+    free_margin: int = 64 << 20  # left free on the disk after unpacking
 
 
 @dataclass(frozen=True)
@@ -122,6 +132,8 @@ def safe_member_name(raw: str, archive: Path) -> str:
     """Normalise a member name to a relative posix path, or refuse it."""
     if "\x00" in raw:
         raise _unsafe(archive, "a member name contains a NUL byte", raw)
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in raw):
+        raise _unsafe(archive, "a member name contains a control character (a newline?)", raw)
     name = raw.replace("\\", "/")
     if name.startswith("/") or _DRIVE_RE.match(name):
         raise _unsafe(archive, "a member has an absolute path", raw)
@@ -148,6 +160,15 @@ def check_members(members: list[Member], archive: Path, limits: ArchiveLimits) -
         )
     seen: set[str] = set()
     links = {m.name for m in members if m.kind == "symlink"}
+    leaves = {m.name for m in members if m.kind != "dir"}
+    dirs = {m.name for m in members if m.kind == "dir"}
+    for m in members:  # a file and a folder at the same path: which one lands depends on the extractor
+        parent = posixpath.dirname(m.name)
+        while parent:
+            dirs.add(parent)
+            parent = posixpath.dirname(parent)
+    present = {m.name for m in members} | dirs
+    dangling: list[str] = []
     for m in members:
         if m.kind == "hardlink":
             raise _unsafe(archive, "it contains a hard link", m.name)
@@ -172,6 +193,53 @@ def check_members(members: list[Member], archive: Path, limits: ArchiveLimits) -
             resolved = posixpath.normpath(posixpath.join(posixpath.dirname(m.name), target))
             if resolved == ".." or resolved.startswith("../"):
                 raise _unsafe(archive, f"a symbolic link points outside the archive ({target!r})", m.name)
+            if resolved not in present and resolved != ".":
+                dangling.append(f"the symbolic link {m.name} points to {target}, which is not in it")
+    clash = sorted(leaves & dirs)
+    if clash:
+        raise _unsafe(archive, "it has a file and a folder at the same path", clash[0])
+    if dangling:
+        raise _incomplete(archive, dangling[0])
+
+
+def check_ratio_and_space(members: list[Member], archive: Path, limits: ArchiveLimits, where: Path) -> None:
+    """Refuse a bomb by its compression ratio, and an unpack that the disk at ``where`` cannot hold."""
+    total = sum(m.size for m in members if m.kind == "file")
+    try:
+        packed = max(1, archive.stat().st_size)
+    except OSError:
+        packed = 1
+    if total > limits.ratio_floor and total / packed > limits.max_ratio:
+        raise _unsafe(
+            archive,
+            f"it would unpack {packed / 2**20:.1f} MiB into {total / 2**20:.0f} MiB, a ratio of "
+            f"{total / packed:.0f}:1, more than the limit of {limits.max_ratio:.0f}:1 (archive bomb?)",
+        )
+    probe = where
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError:
+        return
+    need = total + limits.free_margin
+    if free < need:
+        raise ArchiveError(
+            f"Not enough free space to unpack {archive.name}: it needs {need / 2**20:.0f} MiB in {probe}, "
+            f"{free / 2**20:.0f} MiB are free.",
+            context=str(probe),
+            hint=f"Free {max(1, (need - free) // 2**20)} MiB on the disk that holds {probe}, then try again. "
+            "Nothing was installed.",
+        )
+
+
+def _incomplete(archive: Path, message: str) -> ArchiveError:
+    return ArchiveError(
+        f"{archive.name} is incomplete: {message}.",
+        context=str(archive),
+        hint="The download was probably cut short (the server sent no size, and no sha256 was given to check it). "
+        "Download it again, with --sha256 if you know it. Nothing was installed.",
+    )
 
 
 # --- listing per format -------------------------------------------------------------------------------------------
@@ -275,6 +343,7 @@ def list_members(archive: Path, limits: ArchiveLimits | None = None) -> list[Mem
                     m = Member(safe_member_name(ti.name, archive), kind, ti.size, exe, ti.linkname)
                     guard(m)
                     members.append(m)
+                _check_tar_end(tf, archive, len(members))
         else:
             with py7zr.SevenZipFile(archive) as sz:
                 for f in sz.files:
@@ -298,6 +367,19 @@ def list_members(archive: Path, limits: ArchiveLimits | None = None) -> list[Mem
             hint="Download it again (a cached copy is re-verified), or give another archive.",
         ) from exc
     return members
+
+
+def _check_tar_end(tf: tarfile.TarFile, archive: Path, count: int) -> None:
+    """tarfile stops silently where the data ends: a complete tar ends with a zero block, and a compressed one
+    with its stream's end marker (reading on to it raises EOFError when the download was cut)."""
+    f: Any = tf.fileobj
+    if isinstance(f, gzip.GzipFile | lzma.LZMAFile | bz2.BZ2File):
+        while f.read(_CHUNK):  # forward only: the padding after the end block, then the stream's trailer
+            pass
+        return
+    f.seek(tf.offset)
+    if f.read(tarfile.BLOCKSIZE) != tarfile.NUL * tarfile.BLOCKSIZE:
+        raise _incomplete(archive, f"it ends after {count} member(s) without tar's end-of-archive block")
 
 
 class _MemIO(py7zr.io.Py7zIO):
@@ -381,6 +463,8 @@ def _copy_stream(src: IO[bytes], dest: Path, m: Member, counter: _Counter) -> No
             written += len(chunk)
             counter.add(m.name, len(chunk), written, m.size)
             out.write(chunk)
+    if written < m.size:
+        raise _incomplete(counter.archive, f"{m.name} has {written} of its {m.size} bytes")
     counter.files += 1
 
 
@@ -458,6 +542,7 @@ def extract_archive(
     limits = limits or ArchiveLimits()
     members = list_members(archive, limits)
     check_members(members, archive, limits)
+    check_ratio_and_space(members, archive, limits, staging)
     staging.mkdir(parents=True, exist_ok=False)
     counter = _Counter(archive, limits, cancel)
     by_name = {m.name: m for m in members if m.name}

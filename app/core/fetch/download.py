@@ -75,6 +75,10 @@ class RetryPolicy:
     max_backoff_s: float = 8.0
     connect_timeout_s: float = 15.0
     read_timeout_s: float = 30.0
+    # a server that drips a byte now and then never trips read_timeout_s: fewer than stall_min_bytes in any
+    # stall_window_s is a stall (the attempt is retried, resuming where it stopped)
+    stall_window_s: float = 60.0
+    stall_min_bytes: int = 16 * 1024
 
     def delay(self, attempt: int) -> float:
         return float(min(self.max_backoff_s, self.backoff_s * (2**attempt)))
@@ -304,8 +308,11 @@ def _open(
 
 
 def _iter_raw(resp: requests.Response) -> Iterator[bytes]:
+    """Whatever has arrived, at most CHUNK_SIZE at a time (``read1``: a slow server cannot hold one read for
+    a whole chunk, so the stall check runs as bytes come in)."""
     raw: Any = resp.raw
-    yield from raw.stream(CHUNK_SIZE, decode_content=False)
+    while chunk := raw.read1(CHUNK_SIZE, decode_content=False):
+        yield chunk
 
 
 @dataclass
@@ -402,7 +409,8 @@ class _Attempt:
         self, resp: requests.Response, part: Path, mode: str, hasher: Any, offset: int, total: int | None
     ) -> int:
         done = offset
-        start = time.monotonic()
+        start = window_start = time.monotonic()
+        window_bytes = 0
         last_report = 0.0
         with part.open(mode) as f:
             sink = _Sink(f, hasher)
@@ -416,7 +424,15 @@ class _Attempt:
                         )
                     sink.put(chunk)
                     done += len(chunk)
+                    window_bytes += len(chunk)
                     now = time.monotonic()
+                    if now - window_start >= self.policy.stall_window_s:
+                        if window_bytes < self.policy.stall_min_bytes:
+                            raise _Retry(
+                                f"the download stalled: {window_bytes} bytes in the last {now - window_start:.0f} s "
+                                f"(at {done} bytes); the server or the network is too slow"
+                            )
+                        window_start, window_bytes = now, 0
                     if self.progress is not None and now - last_report >= PROGRESS_INTERVAL_S:
                         last_report = now
                         self._report(done, offset, total, now - start)

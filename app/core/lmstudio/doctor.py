@@ -327,18 +327,17 @@ def _check_folder(b: BackendInfo, h: LmsHome) -> list[Finding]:
                 "re-install it under a name of its own (…-unlocked)",
             )
         )
-    for lib in b.target_libraries:
-        if lib and not (b.folder / lib).exists():
-            out.append(
-                Finding(
-                    "missing-library",
-                    "error",
-                    label,
-                    f"the declared library {lib} is missing, so LM Studio reports missingLibraries",
-                    "re-install this backend" if b.ours else "re-download this runtime in LM Studio",
-                    target=str(b.folder / lib),
-                )
+    for lib, problem in _library_problems(b):
+        out.append(
+            Finding(
+                "missing-library",
+                "error",
+                label,
+                f"the library {lib} that the backend lists {problem}, so LM Studio cannot load it",
+                "re-install this backend" if b.ours else "re-download this runtime in LM Studio",
+                target=str(b.folder / lib),
             )
+        )
     for pkg in b.vendor_packages:
         if not (h.backends_dir / VENDOR_DIR / pkg).is_dir():
             out.append(
@@ -425,6 +424,44 @@ def _check_folder(b: BackendInfo, h: LmsHome) -> list[Finding]:
                         target=str(art),
                     )
                 )
+    return out
+
+
+def _listed_files(b: BackendInfo) -> list[str]:
+    """Every file the backend lists: target_libraries, the engine server and the server artifacts' files."""
+    listed = [lib for lib in b.target_libraries if lib]
+    if b.server_relpath:
+        listed.append(b.server_relpath)
+    files = (b.artifacts or {}).get("files")
+    for f in files if isinstance(files, list) else []:
+        if isinstance(f, dict) and isinstance(f.get("relative_path"), str) and f["relative_path"]:
+            listed.append(f["relative_path"])
+    return list(dict.fromkeys(listed))
+
+
+def _library_problems(b: BackendInfo) -> list[tuple[str, str]]:
+    """(listed file, what is wrong) for each listed file that is not a regular file in the folder (#14: a cut
+    download left a dangling link where the main library should be)."""
+    out: list[tuple[str, str]] = []
+    for rel in _listed_files(b):
+        p = b.folder / rel
+        if rel == b.server_relpath and not p.exists() and not p.is_symlink():
+            continue  # its own finding (server-missing)
+        if p.is_symlink() and not p.exists():
+            out.append((rel, f"is a link to {os.readlink(p)}, which does not exist"))
+        elif not p.exists():
+            out.append((rel, "is missing"))
+        elif not p.is_file():
+            out.append((rel, "is not a regular file"))
+        elif p.stat().st_size == 0 and not rel.endswith(".json"):
+            out.append((rel, "is empty"))
+    listed = {rel for rel, _ in out}
+    for dirpath, dirnames, filenames in os.walk(b.folder):  # a link the listed libraries load through
+        for n in sorted(dirnames + filenames):
+            p = Path(dirpath) / n
+            rel = p.relative_to(b.folder).as_posix()
+            if rel not in listed and p.is_symlink() and not p.exists():
+                out.append((rel, f"is a link to {os.readlink(p)}, which does not exist"))
     return out
 
 

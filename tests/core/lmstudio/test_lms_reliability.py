@@ -267,3 +267,29 @@ def test_a_bad_journal_is_a_finding_not_a_crash(tmp_path: Path, bad: str) -> Non
         if cmd[0] == "list":
             assert r.returncode == 0, r.stderr  # read-only commands keep working
     assert not (home / PREFS).exists()  # select refused: nothing changed while the journal is unreadable
+
+
+# ------------------------------------------------------------------------------------------- 6. doctor: libraries
+
+
+@pytest.mark.parametrize("breakage", ["dangling-real-lib", "listed-is-a-folder", "artifact-dangling"])
+def test_doctor_finds_every_listed_library_that_is_not_a_regular_file(tmp_path: Path, breakage: str) -> None:
+    """What a cut download left (a library link to nothing) is an error finding, in an official folder too."""
+    from app.core.lmstudio.doctor import diagnose
+
+    home = make_home(tmp_path)
+    folder = home / "extensions" / "backends" / "llama.cpp-linux-x86_64-avx2-2.14.0"
+    if breakage == "dangling-real-lib":
+        (folder / "libggml-cpu.so.0.0.8861").unlink()
+        rel = "libggml-cpu.so"  # libggml-cpu.so -> .so.0 -> (gone): both links dangle
+    elif breakage == "listed-is-a-folder":
+        (folder / "llm_engine.node").unlink()
+        (folder / "llm_engine.node").mkdir()
+        rel = "llm_engine.node"
+    else:
+        (folder / "libllama-server-impl.so").unlink()
+        os.symlink("libllama-server-impl.so.0", folder / "libllama-server-impl.so")
+        rel = "libllama-server-impl.so"
+    found = [f for f in diagnose(home, report=None, processes=lambda _h: []) if f.code == "missing-library"]
+    assert str(folder / rel) in [f.target for f in found], found
+    assert found[0].severity == "error" and "re-download" in found[0].fix
