@@ -35,7 +35,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.core.builder.audit import AuditError, FolderAudit, audit_folder, audit_violations, counts_for_target
+from app.core.builder.audit import (
+    AuditError,
+    FolderAudit,
+    audit_folder,
+    audit_violations,
+    counts_for_target,
+    describe_count,
+    usable_extensions,
+)
 from app.core.hardware.report import HardwareReport
 from app.core.lmstudio.backends import BackendInfo, list_backends, read_backend
 from app.core.lmstudio.engine_index import read_engine_index
@@ -357,7 +365,7 @@ def _check_ise(info: BackendInfo, t: InstallTarget) -> Finding:
         "ise",
         "refuse",
         f"the manifest needs {shown}, but LM Studio's survey of {_cpu_words(report) or 'the CPU'} "
-        f"reports only {', '.join(have) or 'nothing'}; LM Studio would list it as "
+        f"reports {'only ' + ', '.join(have) if have else 'neither AVX nor AVX2'}; LM Studio would list it as "
         "invalidCpuInstructionSetExtensions",
         hint="install the variant made for this CPU (`lms-unlocked recommend` names it)",
     )
@@ -386,9 +394,9 @@ def _check_audit(info: BackendInfo, t: InstallTarget, audit: FolderAudit | None)
         return Finding(
             "isa-audit",
             "refuse",
-            f"{', '.join(files)} use{'s' if len(files) == 1 else ''} {', '.join(exts)} instructions, which "
-            f"{_cpu_words(report) or 'the target CPU'} lacks: it would crash with an illegal instruction when "
-            "LM Studio loads a model",
+            f"{', '.join(files)} use{'s' if len(files) == 1 else ''} {', '.join(exts)} instructions outside any CPU "
+            f"check, which {_cpu_words(report) or 'the target CPU'} lacks: it would crash with an illegal "
+            "instruction when LM Studio loads a model",
             hint="install the variant built for this CPU (`lms-unlocked recommend`), or build one "
             "(`lms-unlocked build`)",
             details=tuple(v.describe() for v in violations),
@@ -397,11 +405,17 @@ def _check_audit(info: BackendInfo, t: InstallTarget, audit: FolderAudit | None)
         return Finding("isa-audit", "warning", "some binaries could not be audited", details=tuple(unreadable)), audit
     if not judged:
         return Finding("isa-audit", "info", "no binary built from llama.cpp (ggml*, llama*, mtmd*) to audit"), audit
+    usable = usable_extensions(report.cpu.isa)
+    guarded = sorted(
+        f"{b.path}: {describe_count(b, ext)}" for b in judged for ext in b.guarded if ext not in usable
+    )
+    behind = " (what it lacks appears only behind CPU checks, which skip that code on this CPU)" if guarded else ""
     return Finding(
         "isa-audit",
         "ok",
         f"{len(judged)} llama.cpp binar{'y' if len(judged) == 1 else 'ies'} audited: nothing needs an instruction "
-        f"{_cpu_words(report) or 'the target CPU'} lacks",
+        f"{_cpu_words(report) or 'the target CPU'} lacks outside a CPU check{behind}",
+        details=tuple(guarded),
     ), audit
 
 

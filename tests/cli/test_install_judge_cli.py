@@ -276,3 +276,26 @@ def test_dry_run_shows_the_refusal_and_exits_2(linux_home: Path, tmp_path: Path)
     assert forced.returncode == 0 and "forced (--force): it will not be selected" in forced.stdout
     assert tree_hashes(linux_home) == before
     assert installed(linux_home) == ["llama.cpp-linux-x86_64-avx2-2.14.0", "llama.cpp-linux-x86_64-vulkan-avx2-2.14.0"]
+
+
+# --- LM Studio's real 1.48.0 Windows folders (../shared/lmstudio-real, never in the repository) --------------------
+
+
+@pytest.mark.lmstudio_real
+def test_real_avx_folder_fits_ivy_bridge_and_is_refused_for_westmere(lmstudio_real: Path, tmp_path: Path) -> None:
+    """theIvanR's real AVX pack: LM Studio's llama.dll/mtmd.dll use AVX2 only behind the MSVC runtime's CPU
+    check, so Ivy Bridge passes; Westmere (no AVX) is refused for the manifest and for ggml-cpu.dll's own code."""
+    home = make_home(tmp_path, backends=("win-cpu-1.48.0",), vendor=())
+    archive = lmstudio_real / "llama.cpp-win-x86_64-avx-1.48.0.7z"
+    before = tree_hashes(home)
+    w = run("install", "--from", archive, "--cpuinfo", HWDATA / "cpuinfo" / "westmere-arrandale-i5-m560.txt",
+            "--home", home, "--json")
+    out = refused_json(w, {"ise", "isa-audit"})
+    audit = next(f for f in out["check"]["findings"] if f["check"] == "isa-audit")  # type: ignore[index]
+    assert "ggml-cpu.dll uses AVX instructions outside any CPU check" in audit["message"]
+    assert tree_hashes(home) == before
+    ok = run("install", "--from", archive, "--cpuinfo", IVY, "--home", home)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "lacks outside a CPU check (what it lacks appears only behind CPU checks" in ok.stdout
+    assert "llama.dll: AVX2" in ok.stdout and "all behind a CPU check" in ok.stdout
+    assert "Installed llama.cpp-win-x86_64-avx@1.48.0" in ok.stdout
