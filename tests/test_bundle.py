@@ -250,23 +250,35 @@ def _normalized(text: str, bundle: Path) -> Any:
     return scrub(doc)
 
 
-@pytest.mark.parametrize("what", ["audit", "catalog", "catalog-wrong-key", "archive", "build-plan"])
+@pytest.mark.parametrize("what", ["audit", "catalog", "catalog-keyring", "catalog-wrong-key", "archive", "build-plan"])
 def test_frozen_commands_with_native_and_data_dependencies_equal_source(
     what: str, bundle: Path, env: dict[str, str], tmp_path: Path
 ) -> None:
     """Each exercises what only works frozen if the spec collected it: capstone's x86-only ctypes library (audit),
-    pycryptodomex's ed25519 + jsonschema + the shipped catalog/key (catalog), a P-256 key refused the same way
+    pycryptodomex's ed25519 + jsonschema on a catalog published here (catalog), the shipped key ring and its schema
+    (catalog-keyring: it has no active key yet, so the same refusal both ways), a P-256 key refused the same way
     although the bundle leaves out NIST-curve arithmetic (catalog-wrong-key), py7zr and its codecs (archive), the
     variants data and patches/ series (build plan)."""
     import py7zr
 
+    from app.core.fetch.publish import publish
+    from tests.conftest import FIXTURES
+    from tests.core.fetch.backend_folder import make_backend_folder
     from tests.lmstudio_homes import prepare_our_backend
 
-    home = make_home(tmp_path, backends=["linux-cpu-2.14.0"])
+    home = make_home(tmp_path, backends=["linux-cpu-2.14.0", "linux-vulkan-2.14.0"])
+    cat = tmp_path / "cat"
+    if what.startswith("catalog"):
+        key = FIXTURES / "TEST-ONLY-catalog-signing.key"
+        publish(make_backend_folder(tmp_path / "pub", payload=1000), cat, key_path=key)
     argv = {
         "audit": ["audit", str(bundle / "_internal" / "libpython3.11.so.1.0"), "--json", "--cpuinfo", str(IVY)],
-        "catalog": ["install", "--catalog", "--dry-run", "--json", "--home", str(home), "--cpuinfo", str(IVY)],
-        "catalog-wrong-key": ["install", "--catalog", "--dry-run", "--json", "--home", str(home), "--cpuinfo",
+        "catalog": ["install", "--catalog", str(cat), "--dry-run", "--json", "--home", str(home), "--cpuinfo", str(IVY),
+                    "--entry", "llama.cpp-linux-x86_64-vulkan-avx1-unlocked@2.14.0",
+                    "--public-key", str(FIXTURES / "TEST-ONLY-catalog-signing.pub")],
+        "catalog-keyring": ["install", "--catalog", str(cat), "--dry-run", "--json", "--home", str(home), "--cpuinfo",
+                            str(IVY)],
+        "catalog-wrong-key": ["install", "--catalog", str(cat), "--dry-run", "--json", "--home", str(home), "--cpuinfo",
                               str(IVY), "--public-key", str(tmp_path / "p256.pem")],
         "archive": ["install", "--from", str(tmp_path / "ours.7z"), "--dry-run", "--json", "--home", str(home)],
         "build-plan": ["build", "--variant", "cpu-avx1", "--template", "llama.cpp-linux-x86_64-avx2@2.14.0",

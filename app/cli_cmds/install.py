@@ -44,12 +44,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--app-version", metavar="X.Y.Z", help="installed LM Studio version, to check its minimum")
     p.add_argument("--dry-run", action="store_true", help="show what would happen; download and install nothing")
+    p.add_argument("--list", action="store_true", help="with --catalog: list every entry, offered or why not; exit")
     p.add_argument(
         "--allow-unsigned",
         action="store_true",
         help="accept a catalog whose signature is missing or wrong (DANGEROUS; only for catalogs you built)",
     )
-    p.add_argument("--public-key", metavar="FILE", help="trust this ed25519 public key instead of the shipped one")
+    p.add_argument("--public-key", metavar="FILE", help="trust this ed25519 public key instead of the app's key ring")
     add_report_source_flags(p)
     add_json_flag(p)
     add_home_flag(p)
@@ -72,13 +73,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     pu = sub.add_parser(
         "publish",
-        help="(maintainers) archive a built backend folder and add it to a signed catalog",
-        description="Archive FOLDER into DIR, add or update its entry in DIR/catalog.json and sign the catalog "
-        "with --key (ed25519 PEM). Entry URLs are relative to the catalog unless --base-url is given.",
+        help="(maintainers) publish a built backend as an overlay (or whole) in a signed catalog",
+        description="Publish FOLDER into DIR as an overlay on the official pack it was built from (--template: only "
+        "the files we rebuilt and our manifest files), or whole with --full (only for packs that are ours alone), "
+        "add or update its entry in DIR/catalog.json and sign the catalog with the private key from --key-env VAR "
+        "(CI secret) or --key FILE (outside any git work tree). Entry URLs are relative to the catalog unless "
+        "--base-url is given. --merge adds the entries of an unsigned catalog made by a build job.",
     )
     pu.add_argument("folder", nargs="?", metavar="FOLDER", help="built backend folder")
     pu.add_argument("--out", metavar="DIR", help="catalog folder to write into")
-    pu.add_argument("--key", metavar="KEY", help="ed25519 private key (PEM) to sign the catalog")
+    shape = pu.add_mutually_exclusive_group()
+    shape.add_argument("--template", metavar="DIR", help="the official pack FOLDER was built from (overlay)")
+    shape.add_argument("--full", action="store_true", help="publish the whole folder (packs that are ours alone)")
+    shape.add_argument("--merge", metavar="CATALOG", help="add the entries (and archives) of this unsigned catalog")
+    keys = pu.add_mutually_exclusive_group()
+    keys.add_argument("--key", metavar="FILE", help="ed25519 private key (PEM) file, outside any git work tree")
+    keys.add_argument("--key-env", metavar="VAR", help="environment variable holding the private key (CI secret)")
     pu.add_argument("--format", choices=("7z", "tar.xz"), default="7z", help="archive format (default 7z)")
     pu.add_argument("--variant", help="variant id (default: from the build's provenance or the manifest)")
     pu.add_argument("--base-url", default="", help="absolute URL prefix for the archive (default: relative)")
@@ -138,8 +148,8 @@ def run_install(args: argparse.Namespace) -> int:
     from app.core.lmstudio.home import resolve_home
 
     home = resolve_home(args.home)
-    if args.source is not None and (args.entry or args.allow_unsigned or args.public_key):
-        raise UsageError("--entry, --allow-unsigned and --public-key go with --catalog, not --from.")
+    if args.source is not None and (args.entry or args.allow_unsigned or args.public_key or args.list):
+        raise UsageError("--entry, --list, --allow-unsigned and --public-key go with --catalog, not --from.")
     if args.source is None and args.sha256:
         raise UsageError("--sha256 goes with --from; a catalog entry carries its own sha256.")
     report = _report(args)  # the target every source is judged against before anything is written
@@ -148,6 +158,8 @@ def run_install(args: argparse.Namespace) -> int:
         plan = plan_from(args.source, home=home, sha256=args.sha256, select=args.select, dry_run=args.dry_run,
                          **judge)
     else:
+        if args.list:
+            return _list_catalog(args, home, report)
         plan = plan_from_catalog(
             args.catalog or None,
             home=home,
@@ -195,6 +207,7 @@ def run_install(args: argparse.Namespace) -> int:
                 "transaction": result.install.txid,
                 "from_cache": bool(result.download and result.download.from_cache),
                 "nested_folder_normalised": result.nested,
+                "proof": result.proof.to_dict() if result.proof is not None else None,
                 **_plan_json(plan),
             }
         )
@@ -203,9 +216,36 @@ def run_install(args: argparse.Namespace) -> int:
             for line in result.check.describe():
                 out(line)
         out(f"Installed {result.install.ident} into {result.install.dest}")
+        for line in result.proof.lines() if result.proof is not None else []:
+            out("  " + line)
         if result.install.selected:
             out("Selected it for GGUF models.")
         out("Restart LM Studio completely (also quit it from the tray) so it lists the new backend.")
+    return 0
+
+
+def _list_catalog(args: argparse.Namespace, home: Any, report: Any) -> int:
+    from app.core.fetch.obtain import catalog_offers
+
+    offers = catalog_offers(
+        args.catalog or None,
+        home=home,
+        report=report,
+        public_key_path=Path(args.public_key) if args.public_key else None,
+        allow_unsigned=args.allow_unsigned,
+    )
+    _warn_loudly(offers.catalog.warnings)
+    if args.json:
+        emit_json({
+            "ok": True,
+            "catalog": {"source": offers.catalog.source, "signed_by": offers.catalog.signed_by},
+            "offered": [m.entry.to_dict() for m in offers.offered],
+            "not_offered": [{"entry": m.entry.ident, "reasons": list(m.reasons)} for m in offers.others],
+        })
+        return 0
+    out(f"catalog {offers.catalog.source}: {len(offers.catalog.entries)} entries")
+    for m in (*offers.offered, *offers.others):
+        out("  " + m.one_line())
     return 0
 
 
@@ -253,26 +293,55 @@ def run_patch(args: argparse.Namespace) -> int:
 # --- publish --------------------------------------------------------------------------------------------------------
 
 
+def _new_key(path: Path) -> int:
+    import os
+
+    from app.core.fetch.signing import generate_keypair, key_id, public_key_from_bytes, refuse_key_in_repository
+
+    refuse_key_in_repository(path)
+    if path.exists():
+        raise UsageError(f"{path} already exists; refusing to overwrite a signing key.")
+    priv, pub = generate_keypair()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(priv)
+    path.with_name(path.name + ".pub").write_bytes(pub)
+    kid = key_id(public_key_from_bytes(pub))
+    out(f"Wrote the private key {path} (keep it secret: the CI secret store, never a repository) and {path}.pub "
+        f"(key id {kid}). Add the public half to app/data/catalog-keys.json as active (docs/publishing.md).")
+    return 0
+
+
 def run_publish(args: argparse.Namespace) -> int:
-    from app.core.fetch.publish import publish
-    from app.core.fetch.signing import generate_keypair
+    from app.core.fetch.publish import merge_catalog, publish
+    from app.core.fetch.signing import load_private_key, load_private_key_env
 
     if args.new_key:
-        key = Path(args.new_key)
-        if key.exists():
-            raise UsageError(f"{key} already exists; refusing to overwrite a signing key.")
-        priv, pub = generate_keypair()
-        key.write_bytes(priv)
-        key.chmod(0o600)
-        key.with_name(key.name + ".pub").write_bytes(pub)
-        out(f"Wrote the private key {key} (keep it secret, e.g. as a CI secret) and {key}.pub.")
+        return _new_key(Path(args.new_key))
+    if not args.out or not (args.folder or args.merge) or (args.folder and args.merge):
+        raise UsageError("publish needs FOLDER (or --merge CATALOG) and --out DIR, or --new-key FILE.")
+    key = load_private_key_env(args.key_env) if args.key_env else load_private_key(Path(args.key)) if args.key else None
+    if args.merge:
+        m = merge_catalog(Path(args.merge), Path(args.out), key=key)
+        if m.signature is None:
+            _warn_loudly([f"{m.catalog} was written UNSIGNED (no key); the app refuses it without --allow-unsigned"])
+        if args.json:
+            emit_json({"ok": True, "catalog": str(m.catalog), "signature": str(m.signature) if m.signature else None,
+                       "key_id": m.key_id, "added": [e.to_dict() for e in m.added]})
+        else:
+            out(f"Merged {len(m.added)} entr{'y' if len(m.added) == 1 else 'ies'} into {m.catalog}"
+                + (f", signed with key {m.key_id}" if m.signature else " (UNSIGNED)"))
         return 0
-    if not args.folder or not args.out:
-        raise UsageError("publish needs FOLDER and --out DIR (or --new-key FILE).")
+    if not args.template and not args.full:
+        raise UsageError(
+            "publish makes an overlay by default: give --template DIR, the official pack FOLDER was built from "
+            "(or --full for a pack that is ours alone)."
+        )
     res = publish(
         Path(args.folder),
         Path(args.out),
-        key_path=Path(args.key) if args.key else None,
+        template=Path(args.template) if args.template else None,
+        key=key,
         fmt=args.format,
         variant=args.variant,
         base_url=args.base_url,
@@ -280,7 +349,7 @@ def run_publish(args: argparse.Namespace) -> int:
         audit=not args.no_audit,
     )
     if res.signature is None:
-        _warn_loudly([f"{res.catalog} was written UNSIGNED (no --key); the app refuses it without --allow-unsigned"])
+        _warn_loudly([f"{res.catalog} was written UNSIGNED (no key); the app refuses it without --allow-unsigned"])
     if args.json:
         emit_json(
             {
@@ -295,7 +364,8 @@ def run_publish(args: argparse.Namespace) -> int:
             }
         )
     else:
-        out(f"{'Updated' if res.replaced else 'Added'} {res.entry.ident} ({res.entry.variant})")
+        shape = f"overlay on {res.entry.base_ident}" if res.entry.kind == "overlay" else "whole folder"
+        out(f"{'Updated' if res.replaced else 'Added'} {res.entry.ident} ({res.entry.variant}, {shape})")
         out(f"  archive {res.archive} ({res.entry.size} bytes, sha256 {res.entry.sha256})")
         if res.audit_summary:
             out(f"  {res.audit_summary}")

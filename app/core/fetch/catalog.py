@@ -4,6 +4,12 @@ Matching uses the same `app.core.matcher.why_not` as the recommendation: an entr
 platform and architecture must fit the hardware report, and its engine version must be one the user's
 LM Studio has (the backend is a clone of that official engine). Entries that do not fit come back with
 the sentences that say why.
+
+An entry is either a *full* backend folder (packs that are ours alone) or an *overlay* (`kind: "overlay"`): only the
+files we rebuilt plus our manifest/display-data, applied on the user's own official pack named by `base`
+(`name@version`, platform, and the sha256 of each of its files). Whether an overlay fits also depends on that pack
+being installed and being the very build the overlay was made from; `match_catalog` asks a `base_check` for that
+(`app.core.fetch.overlay.BaseIndex` knows LM Studio's folders, this module does not).
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -25,7 +31,7 @@ from referencing import Registry, Resource
 from app.core.errors import InputFileError
 from app.core.fetch.download import RetryPolicy, fetch_small, is_url
 from app.core.fetch.errors import CatalogError, SignatureError
-from app.core.fetch.signing import SIGNATURE_SUFFIX, load_public_key, verify_bytes
+from app.core.fetch.signing import SIGNATURE_SUFFIX, trusted_keys, verify_bytes
 from app.core.hardware.report import HardwareReport
 from app.core.matcher import RequirementsError, why_not
 from app.core.paths import data_path
@@ -35,6 +41,12 @@ log = logging.getLogger(__name__)
 
 CATALOG_FILE = "catalog.json"
 CATALOG_ENV = "LMS_UNLOCKED_CATALOG"
+# The GitHub repository whose `backends` release the backends workflow (.github/workflows/backends.yml) refreshes on
+# every run: the release always holds the latest catalog, its signature and the archives it names.
+RELEASE_REPOSITORY = "lms-unlocked/lms-unlocked"
+RELEASE_TAG = "backends"
+DEFAULT_CATALOG_URL = f"https://github.com/{RELEASE_REPOSITORY}/releases/download/{RELEASE_TAG}/{CATALOG_FILE}"
+KINDS = ("full", "overlay")
 MAX_CATALOG_BYTES = 4 << 20
 UNSIGNED_WARNING = (
     "WARNING: the catalog's signature was NOT verified (--allow-unsigned). Anyone who can change the catalog "
@@ -61,10 +73,16 @@ class CatalogEntry:
     display_name: str = ""
     min_lmstudio_version: str = ""
     notes: tuple[str, ...] = ()
+    kind: str = "full"  # "full": a whole backend folder; "overlay": applied on the official pack `base`
+    base: Mapping[str, Any] = field(default_factory=dict)  # overlay: name, version, platform, arch, files
 
     @property
     def ident(self) -> str:
         return f"{self.name}@{self.version}"
+
+    @property
+    def base_ident(self) -> str:
+        return f"{self.base.get('name')}@{self.base.get('version')}" if self.base else ""
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -75,6 +93,8 @@ class CatalogEntry:
             "arch": self.arch,
             "engine_version": self.engine_version,
         }
+        if self.kind != "full":
+            d["kind"] = self.kind
         for key in ("manifest_version", "llama_tag", "format", "display_name", "min_lmstudio_version"):
             if getattr(self, key):
                 d[key] = getattr(self, key)
@@ -86,6 +106,8 @@ class CatalogEntry:
         d["requires"] = dict(self.requires)
         if self.notes:
             d["notes"] = list(self.notes)
+        if self.base:
+            d["base"] = dict(self.base)
         return d
 
     @classmethod
@@ -108,6 +130,8 @@ class CatalogEntry:
             display_name=d.get("display_name", ""),
             min_lmstudio_version=d.get("min_lmstudio_version", ""),
             notes=tuple(d.get("notes", ())),
+            kind=d.get("kind", "full"),
+            base=dict(d.get("base", {})),
         )
 
 
@@ -150,6 +174,17 @@ class EntryMatch:
     @property
     def offered(self) -> bool:
         return not self.reasons
+
+    def one_line(self) -> str:
+        """`NAME@VERSION (variant): offered` or `...: not offered: <why>` in one line (CLI list, wizard)."""
+        what = f"{self.entry.ident} ({self.entry.variant}" + (
+            f", overlay on {self.entry.base_ident})" if self.entry.kind == "overlay" else ")"
+        )
+        return f"{what}: " + ("offered" if self.offered else "not offered: " + "; ".join(self.reasons))
+
+
+# An overlay entry -> "" when its official pack is installed and is the very build it was made from, else why not.
+BaseCheck = Callable[[CatalogEntry], str]
 
 
 # --- schema -------------------------------------------------------------------------------------------------------
@@ -198,8 +233,8 @@ def parse_catalog(raw: bytes, *, source: str) -> dict[str, Any]:
 
 
 def default_catalog_source() -> str:
-    """$LMS_UNLOCKED_CATALOG (URL, file or folder) or the catalog shipped in the app."""
-    return os.environ.get(CATALOG_ENV) or str(data_path(CATALOG_FILE))
+    """$LMS_UNLOCKED_CATALOG (URL, file or folder) or the latest release's catalog (DEFAULT_CATALOG_URL)."""
+    return os.environ.get(CATALOG_ENV) or DEFAULT_CATALOG_URL
 
 
 def _read_local(source: str) -> tuple[bytes, bytes | None, str, str]:
@@ -243,7 +278,7 @@ def load_catalog(
 
     Args:
         source: https URL (or http to loopback), a catalog.json path or a folder holding one; None: the default.
-        public_key_path: trust this key instead of the one shipped in the app (tests, private catalogs).
+        public_key_path: trust this key instead of the app's key ring (tests, private catalogs).
         allow_unsigned: accept a missing/invalid signature, with a loud warning in `Catalog.warnings`.
 
     Raises:
@@ -255,7 +290,7 @@ def load_catalog(
     warnings: list[str] = []
     signed_by = ""
     try:
-        signed_by = verify_bytes(raw, sig, load_public_key(public_key_path), what=where)
+        signed_by = verify_bytes(raw, sig, trusted_keys(public_key_path), what=where)
     except SignatureError as exc:
         if not allow_unsigned:
             raise
@@ -295,13 +330,21 @@ def _variant_ranks() -> dict[str, int]:
 
 
 def match_entry(
-    entry: CatalogEntry, report: HardwareReport, *, engine_versions: Collection[str] | None = None
+    entry: CatalogEntry,
+    report: HardwareReport,
+    *,
+    engine_versions: Collection[str] | None = None,
+    base_check: BaseCheck | None = None,
 ) -> EntryMatch:
     requires = dict(entry.requires)
     requires.setdefault("platforms", [entry.platform])
     requires.setdefault("architectures", [entry.arch])
     reasons = list(why_not(report, requires))
-    if engine_versions is not None:
+    if entry.kind == "overlay" and base_check is not None:
+        why = base_check(entry) if not reasons else ""  # hashing the user's pack only for entries that fit otherwise
+        if why:
+            reasons.append(why)
+    elif engine_versions is not None:
         if not engine_versions:
             reasons.append(
                 "no official LM Studio llama.cpp engine is installed to check the version against; "
@@ -320,10 +363,14 @@ def match_catalog(
     report: HardwareReport,
     *,
     engine_versions: Collection[str] | None = None,
+    base_check: BaseCheck | None = None,
 ) -> list[EntryMatch]:
-    """Every entry with why it is not offered (empty reasons = offered), best offers first."""
+    """Every entry with why it is not offered (empty reasons = offered), best offers first.
+
+    `base_check` judges overlay entries against the user's installed official packs (None: not judged, e.g. when
+    there is no LM Studio home to look in)."""
     entries = catalog.entries if isinstance(catalog, Catalog) else tuple(catalog)
-    matches = [match_entry(e, report, engine_versions=engine_versions) for e in entries]
+    matches = [match_entry(e, report, engine_versions=engine_versions, base_check=base_check) for e in entries]
     ranks = _variant_ranks()
 
     newest = sorted({m.entry.engine_version for m in matches}, key=version_key, reverse=True)

@@ -3,7 +3,8 @@
 Every path ends the same way: a verified archive is extracted into a fresh staging folder under our
 data dir (never inside LM Studio's `backends/`), the backend folder in it is found (one nested level is
 normalised), and `app.core.lmstudio.install` installs it transactionally. Staging is removed afterwards,
-whatever happens.
+whatever happens. An *overlay* (app.core.fetch.overlay) is first applied on the user's own official pack in
+staging, then proven (ABI guard, ISA audit for this CPU, smoke test) before that install.
 
 `plan_*` functions decide everything (sources, URLs, sha256, which catalog entry and why) without
 downloading or writing; `execute_obtain` does the work. Before anything is written to LM Studio's home, the
@@ -15,6 +16,7 @@ never selected.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 import uuid
 from collections.abc import Collection
@@ -53,6 +55,16 @@ from app.core.fetch.download import (
     normalise_sha256,
 )
 from app.core.fetch.errors import CatalogError, ChecksumMismatch
+from app.core.fetch.overlay import (
+    BaseIndex,
+    OverlayProof,
+    OverlaySpec,
+    apply_overlay,
+    check_entry_matches,
+    prove_overlay,
+    read_overlay,
+    require_base,
+)
 from app.core.hardware.report import HardwareReport
 from app.core.install_check import InstallCheck, check_install, enforce, install_target
 from app.core.lmstudio.backends import list_backends, read_backend
@@ -84,6 +96,8 @@ class ObtainPlan:
     force: bool = False  # install even when the install check refuses (never selects it then)
     app_version: str | None = None  # LM Studio's version where known (minimum_lmstudio_version)
     check: InstallCheck | None = None  # the install check, known up front for folders (and archives in a dry run)
+    overlay: OverlaySpec | None = None  # a local overlay folder
+    smoke: bool = True  # overlays: run the smoke test before installing
 
     def describe(self) -> list[str]:
         lines: list[str] = []
@@ -96,6 +110,10 @@ class ObtainPlan:
                 lines.append(f"  {m.entry.ident} ({m.entry.variant}, engine {m.entry.engine_version}): {mark}")
         if self.entry is not None:
             lines.append(f"chosen entry {self.entry.ident} ({self.entry.variant})")
+        if self.entry is not None and self.entry.kind == "overlay":
+            lines.append(f"overlay: only the rebuilt files; applied on your official {self.entry.base_ident}")
+            lines.append("  (its kept files checked against the published sha256, then ABI guard, ISA audit for "
+                         "this CPU and smoke test before the install)")
         if self.urls:
             size = f"{self.size / 2**20:.1f} MiB" if self.size else "size unknown"
             lines.append(f"download {self.urls[0]} ({size})" + (f", mirrors: {', '.join(self.urls[1:])}"
@@ -117,7 +135,10 @@ class ObtainPlan:
             if self.check.refused:
                 lines.append("  the install is REFUSED" + (" but forced (--force): it will not be selected"
                                                           if self.force else ""))
-        if self.install_plan is not None:
+        if self.overlay is not None:
+            lines.append(f"  apply the overlay {self.overlay.ident} on your official {self.overlay.base_ident}, "
+                         "prove it (ABI guard, install check, smoke test), install it (transactional)")
+        elif self.install_plan is not None:
             lines += ["  " + x for x in self.install_plan.describe()]
         else:
             what = self.entry.ident if self.entry else "the backend in the archive"
@@ -133,6 +154,7 @@ class ObtainResult:
     provenance: dict[str, Any] = field(default_factory=dict)
     check: InstallCheck | None = None
     warnings: tuple[str, ...] = ()  # e.g. a forced install that was not selected
+    proof: OverlayProof | None = None  # overlays: ABI guard, ISA audit, smoke test
 
 
 def staging_root() -> Path:
@@ -182,6 +204,11 @@ def plan_from(
             raise UsageError("--sha256 applies to archives and URLs, not to a folder.")
         root, nested = find_backend_root(path)
         warn = (f"the backend is one folder down, in {root.name}/",) if nested else ()
+        spec = read_overlay(root)
+        if spec is not None:
+            require_base(h, spec)
+            return ObtainPlan("folder", source, h, select, local=root, warnings=warn, report=report, overlay=spec,
+                              force=force, app_version=app_version)
         fplan = plan_install(h, root, select=select)
         fchk = check_install(root, install_target(h, report, app_version=app_version)) if dry_run else None
         return ObtainPlan(
@@ -204,8 +231,12 @@ def plan_from(
         staging = new_staging_dir()
         try:
             res = extract_archive(path, staging, limits=limits)
-            ip = plan_install(h, res.root, select=select)
-            chk = check_install(res.root, install_target(h, report, app_version=app_version))
+            spec = read_overlay(res.root)
+            if spec is not None:
+                require_base(h, spec)
+            else:
+                ip = plan_install(h, res.root, select=select)
+                chk = check_install(res.root, install_target(h, report, app_version=app_version))
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return ObtainPlan(
@@ -257,9 +288,7 @@ def plan_from_catalog(
     """
     h = as_home(home)
     cat = load_catalog(catalog_source, public_key_path=public_key_path, allow_unsigned=allow_unsigned, policy=policy)
-    if engine_versions is None and h.path.is_dir():
-        engine_versions = official_engine_versions(list_backends(h))
-    matches = tuple(match_catalog(cat, report, engine_versions=engine_versions)) if report is not None else ()
+    matches = tuple(match_home(cat, h, report, engine_versions=engine_versions)) if report is not None else ()
     warnings = list(cat.warnings)
     if entry_ident:
         entry = cat.find(entry_ident)
@@ -280,6 +309,14 @@ def plan_from_catalog(
                 details="\n".join(reasons),
             )
         entry = chosen
+    if entry.kind == "overlay" and h.path.is_dir():
+        why = BaseIndex(h).check_entry(entry)
+        if why:  # the overlay cannot be applied here whatever --entry says: stop before downloading
+            raise CatalogError(
+                f"Cannot install {entry.ident}: {why}.",
+                context=cat.source,
+                hint="Nothing was downloaded or installed.",
+            )
     src = resolve_entry_source(cat, entry)
     return ObtainPlan(
         "catalog",
@@ -298,6 +335,60 @@ def plan_from_catalog(
         force=force,
         app_version=app_version,
     )
+
+
+def match_home(
+    catalog: Catalog,
+    home: LmsHome | Path | str,
+    report: HardwareReport,
+    *,
+    engine_versions: Collection[str] | None = None,
+) -> list[EntryMatch]:
+    """Every catalog entry judged for this computer and the official packs of this LM Studio home, best first.
+
+    Overlays fit only when their official pack is installed and is the very build they were made from (its kept
+    files hashed once per pack); whole backends when their engine version is installed."""
+    h = as_home(home)
+    if not h.path.is_dir():
+        return match_catalog(catalog, report, engine_versions=engine_versions)
+    backends = list_backends(h)
+    if engine_versions is None:
+        engine_versions = official_engine_versions(backends)
+    index = BaseIndex(h, backends)
+    return match_catalog(catalog, report, engine_versions=engine_versions, base_check=index.check_entry)
+
+
+@dataclass(frozen=True)
+class CatalogOffers:
+    """What the wizard's download branch shows: the entries that fit (best first) and one line for every other."""
+
+    catalog: Catalog
+    offered: tuple[EntryMatch, ...]
+    others: tuple[EntryMatch, ...]
+
+    def explanations(self) -> list[str]:
+        return [m.one_line() for m in self.others]
+
+
+def catalog_offers(
+    catalog_source: str | Path | None,
+    *,
+    home: LmsHome | Path | str,
+    report: HardwareReport,
+    variant: str | None = None,
+    public_key_path: Path | None = None,
+    allow_unsigned: bool = False,
+    policy: RetryPolicy | None = None,
+) -> CatalogOffers:
+    """Load and verify the catalog, and split its entries (optionally only those of `variant`) into offered ones
+    (fitting this computer AND an official pack it has) and the others, each with its one-line reason.
+
+    Raises:
+        SignatureError / CatalogError / DownloadError: the catalog cannot be trusted or read.
+    """
+    cat = load_catalog(catalog_source, public_key_path=public_key_path, allow_unsigned=allow_unsigned, policy=policy)
+    matches = [m for m in match_home(cat, home, report) if variant is None or m.entry.variant == variant]
+    return CatalogOffers(cat, tuple(m for m in matches if m.offered), tuple(m for m in matches if not m.offered))
 
 
 # --- execution ----------------------------------------------------------------------------------------------------
@@ -346,6 +437,14 @@ def execute_obtain(
 ) -> ObtainResult:
     """Download/verify/extract as planned, then install transactionally; staging is always removed."""
     prov: dict[str, Any] = {"obtained_by": plan.kind, "obtained_from": plan.source}
+    if plan.kind == "folder" and plan.overlay is not None:
+        assert plan.local is not None
+        staging = new_staging_dir()
+        try:
+            return _install_overlay(plan, plan.local, plan.overlay, staging, prov, None, False)
+        finally:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(staging)
     if plan.kind == "folder":
         assert plan.local is not None
         ip, chk, warnings = _judged_install_plan(plan, plan.local, prov)
@@ -382,7 +481,18 @@ def execute_obtain(
         prov["catalog_signed_by"] = plan.catalog.signed_by or "UNSIGNED"
     staging = new_staging_dir()
     try:
-        res = extract_archive(archive, staging, limits=limits, cancel=cancel)
+        res = extract_archive(archive, staging / "archive", limits=limits, cancel=cancel)
+        spec = read_overlay(res.root)
+        if plan.entry is not None and spec is not None:
+            check_entry_matches(plan.entry, spec, str(archive))
+        elif plan.entry is not None and plan.entry.kind == "overlay":
+            raise CatalogError(
+                f"The catalog entry {plan.entry.ident} is an overlay, but its archive holds no overlay description.",
+                context=str(archive),
+                hint="The catalog and its archive do not belong together; nothing was installed.",
+            )
+        if spec is not None:
+            return _install_overlay(plan, res.root, spec, staging, prov, download, res.nested)
         if plan.entry is not None:
             got = read_backend(res.root)
             if got.ident != plan.entry.ident:
@@ -400,3 +510,32 @@ def execute_obtain(
     finally:
         with contextlib.suppress(OSError):
             shutil.rmtree(staging)
+
+
+def _install_overlay(
+    plan: ObtainPlan,
+    root: Path,
+    spec: OverlaySpec,
+    staging: Path,
+    prov: dict[str, Any],
+    download: DownloadResult | None,
+    nested: bool,
+) -> ObtainResult:
+    """Apply `spec` (extracted at `root`) on the user's official pack in `staging`, prove it, install it."""
+    if plan.report is None:
+        raise UsageError("Installing an overlay needs this computer's hardware report (for the ISA audit).")
+    base = require_base(plan.home, spec)
+    dest = apply_overlay(base.folder, root, spec, staging / "backend" / f"{spec.name}-{spec.version}")
+    info = {k: v for k, v in spec.provenance.items() if k not in ("obtained_by", "obtained_from")}
+    prov.update(info)
+    # The install check judges the rebuilt folder for this computer first (platform, CPU, ISA audit, engine), so
+    # nothing this CPU cannot run is started by the smoke test; then the ABI guard and the smoke test.
+    ip, chk, warnings = _judged_install_plan(plan, dest, prov)
+    isa = next((f for f in chk.findings if f.check == "isa-audit"), None)
+    proof: OverlayProof = prove_overlay(dest, base.folder, spec, plan.report, smoke=plan.smoke, audit=False)
+    proof = dataclasses.replace(proof, audit=f"ISA audit for this CPU: {isa.message}" if isa else proof.audit)
+    prov["overlay"] = {"base": spec.base_ident, "base_folder": base.folder.name, "kept_files_verified": len(spec.kept),
+                       "files_from_overlay": list(spec.payload), **proof.to_dict()}
+    result = execute_install(ip, provenance=prov)
+    return ObtainResult(result, download=download, nested=nested, provenance=prov, check=chk, warnings=warnings,
+                        proof=proof)

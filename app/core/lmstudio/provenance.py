@@ -45,8 +45,11 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def file_digests(folder: Path) -> dict[str, str]:
-    """relpath -> sha256 for files, "symlink:<target>" for links; our own marker excluded."""
+def file_digests(folder: Path, *, errors: dict[str, str] | None = None) -> dict[str, str]:
+    """relpath -> sha256 for files, "symlink:<target>" for links; our own marker excluded.
+
+    With `errors`, a file that cannot be read (or is neither a regular file nor a link) is recorded there with the
+    reason instead of raising or being skipped."""
     out: dict[str, str] = {}
     for dirpath, dirnames, filenames in os.walk(folder):
         d = Path(dirpath)
@@ -60,7 +63,14 @@ def file_digests(folder: Path) -> dict[str, str]:
                 if name in dirnames:
                     dirnames.remove(name)
             elif p.is_file():
-                out[rel] = sha256_file(p)
+                try:
+                    out[rel] = sha256_file(p)
+                except OSError as exc:
+                    if errors is None:
+                        raise
+                    errors[rel] = exc.strerror or str(exc)
+            elif errors is not None and not p.is_dir():
+                errors[rel] = "not a regular file"
     return dict(sorted(out.items()))
 
 

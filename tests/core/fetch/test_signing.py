@@ -13,11 +13,14 @@ from app.core.fetch.errors import SignatureError
 from app.core.fetch.signing import (
     generate_keypair,
     key_id,
+    load_keyring,
     load_private_key,
+    load_private_key_env,
     load_public_key,
     public_key_from_bytes,
-    shipped_public_key_path,
+    refuse_key_in_repository,
     sign_bytes,
+    trusted_keys,
     verify_bytes,
 )
 from tests.conftest import FIXTURES
@@ -77,10 +80,95 @@ def test_truncated_signature_refused() -> None:
         verify_bytes(b"data", json.dumps(doc), load_public_key(TEST_PUB), what="catalog")
 
 
-def test_shipped_key_is_not_the_test_key_and_loads() -> None:
-    shipped = load_public_key()
-    assert shipped_public_key_path().name == "catalog-signing.pub"
-    assert key_id(shipped) != key_id(load_public_key(TEST_PUB))
+def test_shipped_key_ring_loads_and_trusts_no_unreachable_or_test_key() -> None:
+    """The first key's private half is reachable by nobody: it is listed retired, with a note saying why, and no key
+    is active until a maintainer adds one (docs/publishing.md). The test key is never in the ring."""
+    ring = load_keyring()
+    assert ring and all(k.note for k in ring)
+    first = next(k for k in ring if k.key_id == "415b2fa4a54f45d3")
+    assert first.status == "retired" and "nothing the project can reach" in first.note
+    assert key_id(load_public_key(TEST_PUB)) not in {k.key_id for k in ring}
+
+
+def _ring_file(tmp_path: Path, keys: list[tuple[bytes, str]]) -> Path:
+    """A key ring file (schema-valid) with the given public PEMs and statuses."""
+    entries = []
+    for pem, status in keys:
+        pub = public_key_from_bytes(pem)
+        raw = base64.b64encode(bytes(pub.export_key(format="raw"))).decode()
+        entries.append({"key_id": key_id(pub), "public_key": raw, "status": status, "note": f"{status} test key"})
+    p = tmp_path / "ring.json"
+    p.write_text(json.dumps({"schema_version": 1, "keys": entries}))
+    return p
+
+
+def test_rotation_old_and_new_key_both_verify_while_both_active_then_the_retired_one_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Rotation as docs/publishing.md describes it: (1) the app ships old + new key, both active: catalogs signed by
+    either verify; (2) the old key is retired: its catalogs are refused with the key's note, the new key's verify."""
+    old_priv, old_pub = generate_keypair()
+    new_priv, new_pub = generate_keypair()
+    old, new = load_private_key_bytes(old_priv), load_private_key_bytes(new_priv)
+    data = b"catalog\n"
+    by_old, by_new = sign_bytes(data, old), sign_bytes(data, new)
+    both = load_keyring(_ring_file(tmp_path, [(old_pub, "active"), (new_pub, "active")]))
+    assert verify_bytes(data, by_old, both, what="c") == key_id(old.public_key())
+    assert verify_bytes(data, by_new, both, what="c") == key_id(new.public_key())
+    (tmp_path / "r2").mkdir()
+    after = load_keyring(_ring_file(tmp_path / "r2", [(old_pub, "retired"), (new_pub, "active")]))
+    assert verify_bytes(data, by_new, after, what="c") == key_id(new.public_key())
+    with pytest.raises(SignatureError, match=r"retired key .*retired test key"):
+        verify_bytes(data, by_old, after, what="c")
+    with pytest.raises(SignatureError, match="tampered"):
+        verify_bytes(data + b"x", by_new, after, what="c")
+
+
+def test_no_active_key_refuses_every_catalog_with_a_clear_message(tmp_path: Path) -> None:
+    _priv, pub = generate_keypair()
+    ring = load_keyring(_ring_file(tmp_path, [(pub, "retired")]))
+    sig = sign_bytes(b"x", load_private_key(TEST_KEY))
+    with pytest.raises(SignatureError, match="trusts no catalog signing key"):
+        verify_bytes(b"x", sig, ring, what="c")
+
+
+def test_key_ring_with_a_wrong_key_id_is_refused(tmp_path: Path) -> None:
+    _priv, pub = generate_keypair()
+    p = _ring_file(tmp_path, [(pub, "active")])
+    doc = json.loads(p.read_text())
+    doc["keys"][0]["key_id"] = "0" * 16
+    p.write_text(json.dumps(doc))
+    with pytest.raises(InputFileError, match="has the id"):
+        load_keyring(p)
+
+
+def test_public_key_option_replaces_the_ring() -> None:
+    (k,) = trusted_keys(TEST_PUB)
+    assert k.active and k.key_id == key_id(load_public_key(TEST_PUB))
+
+
+def test_private_key_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIGNING_KEY_FOR_TEST", TEST_KEY.read_text())
+    assert key_id(load_private_key_env("SIGNING_KEY_FOR_TEST").public_key()) == key_id(load_public_key(TEST_PUB))
+    monkeypatch.setenv("SIGNING_KEY_FOR_TEST", "")
+    with pytest.raises(InputFileError, match="holds no signing key"):
+        load_private_key_env("SIGNING_KEY_FOR_TEST")
+
+
+def test_private_key_inside_a_git_work_tree_is_refused(tmp_path: Path) -> None:
+    """Read or written: a key file in any git work tree (e.g. this checkout) is refused; only TEST-ONLY-* files,
+    whose public half no app trusts, are allowed (the tests' key)."""
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    (repo / "keys").mkdir()
+    key = repo / "keys" / "catalog.key"
+    key.write_bytes(TEST_KEY.read_bytes())
+    with pytest.raises(InputFileError, match="inside the git work tree"):
+        load_private_key(key)
+    with pytest.raises(InputFileError, match="inside the git work tree"):
+        refuse_key_in_repository(repo / "new.key")
+    refuse_key_in_repository(tmp_path / "outside.key")  # no error
+    assert load_private_key(TEST_KEY) is not None  # TEST-ONLY-*: allowed
 
 
 def test_public_key_as_raw_base64() -> None:
