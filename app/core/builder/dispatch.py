@@ -160,6 +160,7 @@ for _n in range(8, 16):
         _REG_FAMILY[_r] = f"r{_n}"
 # Caller-saved in either ABI (Windows x64 keeps rsi/rdi, System V does not): a call clears their taint.
 _VOLATILE = frozenset({"rax", "rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11"})
+_MEM_RE = re.compile(r"\[(\w+)( \+ \w+\*\d)?(?: ([+-]) (0x[0-9a-f]+|\d+))?\]")
 _RIP_RE = re.compile(r"\[rip ([+-]) (0x[0-9a-f]+|\d+)\]")
 _SIZE = {"byte": 1, "word": 2, "dword": 4, "qword": 8, "xmmword": 16, "ymmword": 32, "zmmword": 64}
 # Conditional branches that read only ZF: True when they jump on ZF=1.
@@ -183,6 +184,7 @@ class Image:
     # (relocation slots) or what pointers in data name (address-taken globals).
     data: list[tuple[int, int, bytes]] = field(default_factory=list)
     pointed: set[int] = field(default_factory=set)
+    pointers: dict[int, int] = field(default_factory=dict)  # relocated slot -> the data address it holds
 
     def initially_zero(self, addr: int, size: int = 4) -> bool:
         for d0, d1, raw in self.data:
@@ -261,7 +263,7 @@ class _Code:
         self.blocks: dict[int, _Block] = {}
         self.swept = [(lst[0][0], [x[0] for x in lst], lst) for lst in (swept or []) if lst]
         self.swept.sort()
-        self.is_flag: Callable[[int], bool] = lambda _a: False
+        self.interesting: Callable[[int, str], bool] = lambda _a, _m: False
 
     def contains(self, addr: int) -> bool:
         i = bisect.bisect_right(self.starts, addr) - 1
@@ -322,10 +324,10 @@ class _Code:
             if "rip" in o:
                 t = rip_target(o, nxt)
                 if t is not None:
-                    if self.is_flag(t):
-                        reads_flag = True
-                    elif m == "lea" and self.contains(t):
+                    if m == "lea" and self.contains(t):
                         refs.append(t)
+                    elif self.interesting(t, m):
+                        reads_flag = True
             elif m == "call":
                 t = _imm_target(o)
                 if t is not None:
@@ -349,28 +351,69 @@ def _mem_size(op: str) -> int:
     return _SIZE.get(op.split(" ", 1)[0], 8)
 
 
+def _mem_operand(op: str) -> tuple[str, int, bool] | None:
+    """(base register family, displacement, indexed) of a `[reg]`, `[reg + d]` or `[reg + idx*s + d]` operand."""
+    m = _MEM_RE.search(op)
+    if m is None:
+        return None
+    fam = _REG_FAMILY.get(m.group(1))
+    if fam is None:
+        return None
+    disp = int(m.group(4), 0) if m.group(4) else 0
+    return (fam, -disp if m.group(3) == "-" else disp, bool(m.group(2)))
+
+
 def find_flag_globals(image: Image, cpuid_sites: Iterable[int], call_sites: dict[int, list[int]]) -> dict[int, int]:
-    """Globals stored after a cpuid/xgetbv (or after a call of a helper that runs cpuid): address -> size."""
+    """Globals stored after a cpuid/xgetbv in its function (or after a call of a helper that runs cpuid):
+    address -> size. Stores through a register that holds a global's address (`lea r, [rip+X]`, or a
+    pointer loaded from a relocated slot) count too: GCC's `__cpu_indicator_init` writes `__cpu_model` so."""
     code = _Code(image, set())
     flags: dict[int, int] = dict(image.flag_symbols)
-    starts = sorted(f[0] for f in image.functions)
+    known = {f[0] for f in image.functions} | image.entries | image.data_refs | set(call_sites)
+    starts = sorted(known)
 
-    def stores_after(addr: int, skip_first: bool) -> dict[int, int]:
+    def function_start(addr: int) -> int:
+        k = bisect.bisect_right(starts, addr) - 1
+        return starts[k] if k >= 0 and addr - starts[k] < 1 << 20 else addr
+
+    def stores_after(site: int, skip: bool) -> dict[int, int]:
         found: dict[int, int] = {}
-        first = True
-        for a, s, m, o in code.linear(addr, _FLAG_SCAN):
-            if first and skip_first:
-                first = False
-                continue
-            m = strip_prefix(m)
-            if m in ("ret", "int3"):
+        start = function_start(site)
+        ptrs: dict[str, int] = {}
+        after = 0
+        for a, s, m, o in code.linear(start, _FLAG_SCAN * 4):
+            if a != start and a in known and a > site:
                 break
-            if m in _STORES or m.startswith("set"):
-                dst = o.split(", ", 1)[0]
-                if "[rip" in dst:
-                    t = rip_target(dst, a + s)
-                    if t is not None:
-                        found[t] = _mem_size(dst)
+            if a >= site:
+                after += 1
+                if after > _FLAG_SCAN:
+                    break
+                if skip and a == site:
+                    continue
+            if " " in m:
+                m = strip_prefix(m)
+            ops = o.split(", ", 1)
+            dst = ops[0]
+            fam = _REG_FAMILY.get(dst)
+            if fam is not None:
+                t = rip_target(o, a + s) if "[rip" in o else None
+                if t is not None and m == "lea":
+                    ptrs[fam] = t
+                elif t is not None and m == "mov" and t in image.pointers:
+                    ptrs[fam] = image.pointers[t]
+                else:
+                    ptrs.pop(fam, None)
+                continue
+            if a < site or not (m in _STORES or m.startswith("set")) or "[" not in dst:
+                continue
+            if "[rip" in dst:
+                t = rip_target(dst, a + s)
+                if t is not None:
+                    found[t] = _mem_size(dst)
+                continue
+            mem = _mem_operand(dst)
+            if mem is not None and mem[0] in ptrs:
+                found[ptrs[mem[0]] + mem[1]] = 64 if mem[2] else _mem_size(dst)
         return found
 
     for site in cpuid_sites:
@@ -379,10 +422,7 @@ def find_flag_globals(image: Image, cpuid_sites: Iterable[int], call_sites: dict
             flags.update(got)
             continue
         # A cpuid helper: the globals its callers store after calling it are the flags.
-        k = bisect.bisect_right(starts, site) - 1
-        if k < 0:
-            continue
-        for caller in call_sites.get(starts[k], []):
+        for caller in call_sites.get(function_start(site), []):
             flags.update(stores_after(caller, True))
     return flags
 
@@ -423,9 +463,21 @@ def analyse_guards(
         """A global initialised to 0 that no instruction writes and no pointer names: it stays 0."""
         return addr not in touched and image.initially_zero(addr)
 
+    def near_flag(addr: int) -> bool:
+        k = bisect.bisect_left(flag_starts, addr)
+        return is_flag(addr) or (k < len(flag_starts) and flag_starts[k] - addr < 64)
+
+    def interesting(addr: int, mnemonic: str) -> bool:
+        """Does a RIP-relative operand make this block worth following register by register?"""
+        if mnemonic == "lea":
+            return near_flag(addr)
+        if mnemonic == "mov" and addr in image.pointers:
+            return near_flag(image.pointers[addr])
+        return is_flag(addr) or is_zero(addr)
+
     fn_starts = {f[0] for f in image.functions}
     code = _Code(image, fn_starts, swept)
-    code.is_flag = lambda a: is_flag(a) or is_zero(a)
+    code.interesting = interesting
     roots = set(image.entries) | image.data_refs | {f for f in fn_starts if f not in referenced}
 
     unguarded: set[int] = set()  # block starts reached without crossing a flag test
@@ -449,10 +501,12 @@ def analyse_guards(
             states.add(taint)
             unguarded.add(addr)
             blk = code.block(addr)
-            work.extend((r, empty) for r in blk.refs)
             cc: str | None = None
+            picked: set[int] = set()
             if taint or blk.reads_flag:
-                taint, cc = _track(blk.insns, set(taint), is_flag, is_zero)
+                taint, cc, picked = _track(blk.insns, set(taint), is_flag, is_zero, image.pointers)
+                guard_seeds.extend(picked)
+            work.extend((r, empty) for r in blk.refs if r not in picked)
             if not blk.last:
                 if blk.fall is not None:
                     work.append((blk.fall, taint))
@@ -526,13 +580,21 @@ def analyse_guards(
 
 
 def _track(
-    insns: list[Insn], taint: set[str], is_flag: Callable[[int], bool], is_zero: Callable[[int], bool]
-) -> tuple[frozenset[str], str | None]:
-    """Follow which registers hold a flag value through a block; return them and what the final condition
+    insns: list[Insn],
+    taint: set[str],
+    is_flag: Callable[[int], bool],
+    is_zero: Callable[[int], bool],
+    pointers: dict[int, int],
+) -> tuple[frozenset[str], str | None, set[int]]:
+    """Follow which registers hold a flag value through a block; return them, what the final condition
     codes came from: "flag" (the block's conditional branch is a flag test), "zero" (a compare that found a
-    never-set global equal to zero: ZF is known to be 1) or None."""
+    never-set global equal to zero: ZF is known to be 1) or None; and the code addresses (`lea`) a `cmov`
+    picked on a flag test (a branchless ifunc resolver: `cmovne rax, rdx` between two implementations)."""
     cc: str | None = None
     zero: set[str] = set()  # registers known to be 0 (within this block)
+    ptrs: dict[str, int] = {}  # registers holding the address of a global (within this block)
+    code_addr: dict[str, int] = {}  # registers holding a code address from `lea` (within this block)
+    picked: set[int] = set()
     for a, s, m, o in insns:
         if " " in m:
             m = strip_prefix(m)
@@ -542,10 +604,25 @@ def _track(
             cc = None
             continue
         rip = rip_target(o, a + s) if "rip" in o else None
-        flag_mem = rip is not None and is_flag(rip)
-        zero_mem = rip is not None and not flag_mem and is_zero(rip)
         ops = o.split(", ")
         dst = _REG_FAMILY.get(ops[0]) if ops else None
+        if m.startswith("cmov") and cc == "flag":
+            picked.update(code_addr[r] for r in (_REG_FAMILY.get(x) for x in ops) if r in code_addr)
+        if dst is not None and m not in _COMPARES:
+            ptrs.pop(dst, None)
+            code_addr.pop(dst, None)
+            if m == "lea" and rip is not None and not (is_flag(rip) or is_zero(rip)):
+                code_addr[dst] = rip
+            if rip is not None and (m == "lea" or (m == "mov" and rip in pointers)):
+                ptrs[dst] = rip if m == "lea" else pointers[rip]  # the register now holds a global's address
+                taint.discard(dst)
+                zero.discard(dst)
+                continue
+        flag_mem = rip is not None and is_flag(rip)
+        if rip is None and ptrs and "[" in o:
+            mem = _mem_operand(o)
+            flag_mem = mem is not None and mem[0] in ptrs and is_flag(ptrs[mem[0]] + mem[1])
+        zero_mem = rip is not None and not flag_mem and is_zero(rip)
         if m == "xor" and len(ops) == 2 and ops[0] == ops[1] and dst:
             zero.add(dst)
             taint.discard(dst)
@@ -585,7 +662,7 @@ def _track(
                 taint.add(dst)
             elif m not in ("push", "nop"):
                 taint.discard(dst)
-    return frozenset(taint), cc
+    return frozenset(taint), cc, picked
 
 
 # --- reading what the binaries give away -------------------------------------------------------------------------
@@ -663,6 +740,7 @@ def pe_image(pe: object, sections: list[tuple[int, bytes]]) -> Image:
                     img.data_refs.add(ptr)
                 elif in_data(ptr):
                     img.pointed.add(ptr)
+                    img.pointers[base + page + (entry & 0xFFF)] = ptr
                 img.pointed.add(base + page + (entry & 0xFFF))  # the slot itself is written by the loader
         off += size
     return img
@@ -709,6 +787,7 @@ def elf_image(data: bytes, sections: list[tuple[int, bytes]]) -> Image:
                             img.data_refs.add(ptr)
                         else:
                             pointed.append(ptr)
+                            img.pointers[rel["r_offset"]] = ptr
             if sec["sh_flags"] & 0x3 == 0x3 and sec["sh_size"] and sec["sh_type"] in ("SHT_NOBITS", "SHT_PROGBITS"):
                 raw = b"" if sec["sh_type"] == "SHT_NOBITS" else sec.data()  # WRITE|ALLOC: .data, .bss
                 img.data.append((sec["sh_addr"], sec["sh_addr"] + sec["sh_size"], raw))
