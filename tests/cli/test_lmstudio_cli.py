@@ -21,6 +21,7 @@ from tests.lmstudio_homes import make_home, prepare_our_backend, tree_hashes
 EXE = REPO / ".venv" / "bin" / "lms-unlocked"
 IVY = str(HWDATA / "cpuinfo" / "ivybridge-i5-3570k.txt")
 OURS = "llama.cpp-linux-x86_64-avx1-unlocked"
+NOAVX = "llama.cpp-linux-x86_64-noavx-unlocked"
 NONE: dict[str, Any] = {"processes": lambda _h: []}
 
 
@@ -174,15 +175,16 @@ def test_interrupted_install_is_recovered_at_the_next_command(home: Path, tmp_pa
 def test_install_cli_round_trip(home: Path, tmp_path: Path) -> None:
     """install --dry-run changes nothing; install --select, then uninstall, leaves the home as it was. A broken
     `install` command fails this test (it is never skipped)."""
-    v2 = prepare_our_backend(tmp_path / "v2", version="2.14.1")
+    # a second backend of ours for the home's engine 2.14.0 (a different engine version is refused, exit 2)
+    v2 = prepare_our_backend(tmp_path / "v2", "linux-cpu-2.14.0", "noavx", ise=())
     before = visible(home)
     r = cli("install", "--from", str(v2), "--dry-run", "--home", str(home))
     assert r.returncode == 0, r.stderr
     assert visible(home) == before
     r = cli("install", "--from", str(v2), "--select", "--home", str(home))
     assert r.returncode == 0, r.stderr
-    assert (home / "extensions/backends" / f"{OURS}-2.14.1").is_dir()
-    r = cli("uninstall", f"{OURS}@2.14.1", "--home", str(home))
+    assert (home / "extensions/backends" / f"{NOAVX}-2.14.0").is_dir()
+    r = cli("uninstall", f"{NOAVX}@2.14.0", "--home", str(home))
     assert r.returncode == 0, r.stderr
     assert visible(home) == before
 
@@ -202,13 +204,14 @@ def test_no_command_ever_changes_an_official_folder(home: Path, tmp_path: Path) 
     bdir = home / "extensions" / "backends"
     official = {p.name: tree_hashes(p) for p in bdir.iterdir() if p.name != "vendor" and OURS not in p.name}
     assert len(official) == 2
-    v2 = prepare_our_backend(tmp_path / "v2", version="2.14.1")
+    v2 = prepare_our_backend(tmp_path / "v2", "linux-cpu-2.14.0", "noavx", ise=())  # installs (engine 2.14.0)
     (home / "settings.json").write_text(json.dumps({"autoUpdateExtensionPacks": True}))
     off = "llama.cpp-linux-x86_64-vulkan-avx2-2.14.0"
     shutil.copytree(bdir / off, bdir / (off + ".backup"), symlinks=True)  # a duplicate doctor moves out
     runs = [
         ("list", "--home", str(home), "--cpuinfo", IVY),
         ("doctor", "--home", str(home), "--cpuinfo", IVY),
+        ("install", "--from", str(v2), "--select", "--home", str(home)),
         ("select", "llama.cpp-linux-x86_64-vulkan-avx2@2.14.0", "--home", str(home)),
         ("uninstall", "llama.cpp-linux-x86_64-vulkan-avx2@2.14.0", "--home", str(home)),
         ("uninstall", "llama.cpp-win-x86_64-avx@1.48.0", "--home", str(home)),
@@ -216,11 +219,12 @@ def test_no_command_ever_changes_an_official_folder(home: Path, tmp_path: Path) 
         ("select", f"{OURS}@2.14.0", "--home", str(home)),
         ("uninstall", f"{OURS}@2.14.0", "--home", str(home)),
     ]
-    runs.insert(2, ("install", "--from", str(v2), "--select", "--home", str(home)))
     for args in runs:
         r = cli(*args)
         assert "Traceback" not in r.stderr, (args, r.stderr)
         assert {n: tree_hashes(bdir / n) for n in official} == official, args
+        if args[0] == "install":
+            assert r.returncode == 0 and (bdir / f"{NOAVX}-2.14.0").is_dir(), r.stderr
     assert not (bdir / (off + ".backup")).exists()  # the copy was moved out (kept in our backups)
 
 

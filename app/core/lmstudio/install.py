@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -249,6 +249,11 @@ def _folder_size(folder: Path) -> int:
 # ---------------------------------------------------------------------------------------------- install
 
 
+def plan_lines_end(lines: list[str], warnings: Sequence[str], blocked: str | None) -> list[str]:
+    """The common end of a plan's describe(): its warnings, then what blocks it (if anything)."""
+    return [*lines, *(f"warning: {w}" for w in warnings), *([f"blocked: {blocked}"] if blocked else [])]
+
+
 @dataclass(frozen=True)
 class InstallPlan:
     home: LmsHome
@@ -283,10 +288,7 @@ class InstallPlan:
                 else f"create {self.home.preferences_file}"
             )
             lines.append(f"select {self.ident} for {self.model_format} (was {before})")
-        lines += [f"warning: {w}" for w in self.warnings]
-        if self.blocked:
-            lines.append(f"blocked: {self.blocked}")
-        return lines
+        return plan_lines_end(lines, self.warnings, self.blocked)
 
 
 @dataclass(frozen=True)
@@ -540,10 +542,7 @@ class UninstallPlan:
             lines.append(f"select {what} for {fmt}")
             if self.prefs_created and name is None:
                 lines.append(f"delete {self.home.preferences_file} if no entry is left (the install created it)")
-        lines += [f"warning: {w}" for w in self.warnings]
-        if self.blocked:
-            lines.append(f"blocked: {self.blocked}")
-        return lines
+        return plan_lines_end(lines, self.warnings, self.blocked)
 
 
 @dataclass(frozen=True)
@@ -706,9 +705,7 @@ class SelectPlan:
                 else f"create {p}",
                 f"select {self.ident} for {self.model_format} (was {before}); other formats' entries kept",
             ]
-        if self.blocked:
-            lines.append(f"blocked: {self.blocked}")
-        return lines
+        return plan_lines_end(lines, (), self.blocked)
 
 
 def plan_select(
