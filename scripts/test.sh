@@ -40,7 +40,7 @@ export LMS_UNLOCKED_TEST_CACHE="${LMS_UNLOCKED_TEST_CACHE:-$HOME/.cache/lms-unlo
 
 echo ">> ruff"
 .venv/bin/ruff check app tests bench scripts
-echo ">> mypy (strict on app/core)"
+echo ">> mypy (strict on app/core; every function typed and checked in app/qt and the CLI)"
 .venv/bin/mypy
 echo ">> import-linter (layer rules in pyproject.toml)"
 .venv/bin/lint-imports --no-cache
