@@ -3,9 +3,14 @@ exists and parses with the real CLI parser (so a renamed flag breaks this test, 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import shlex
+import subprocess
+import tarfile
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +18,7 @@ import yaml
 
 from app.cli import build_parser
 from tests.conftest import REPO
+from tests.httpserver import LocalHTTPServer
 
 WORKFLOWS = REPO / ".github" / "workflows"
 EXPR = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
@@ -139,8 +145,13 @@ def test_backend_commands_parse_with_the_real_cli() -> None:
         assert args.command == argv[0]
         if argv[0] == "build":
             assert args.generic and args.template_dir and args.json, "release builds use generic flags"
-        if argv[0] == "publish":
-            assert args.key and args.out and args.variant, "the catalog is always signed, entries filed by variant"
+        if argv[0] == "publish" and args.merge:
+            # Only the publish job signs, and its key comes from the CI secret store, never from a file.
+            assert args.key_env == "CATALOG_SIGNING_KEY" and not args.key and args.out
+        elif argv[0] == "publish":
+            # Build jobs publish overlays (on the template they built from), unsigned, filed by variant.
+            assert args.template and args.variant and args.out and not args.full
+            assert not args.key and not args.key_env, "the signing key never reaches a build runner"
 
 
 def _cc(text: str) -> tuple[int, ...]:
@@ -184,7 +195,52 @@ def test_backend_matrix_covers_every_variant_on_windows_and_linux() -> None:
 
 def test_templates_are_only_used_pinned() -> None:
     doc = load("backends.yml")
-    fetch = next(s["run"] for _j, s in steps(doc) if "extensions.lmstudio.ai" in s.get("run", ""))
-    assert "sha256sum -c" in fetch and ".github/backend-templates.sha256" in fetch
+    fetch = next(s["run"] for _j, s in steps(doc) if "fetch_template.sh" in s.get("run", ""))
+    assert "${{ matrix.template }} ${{ matrix.version }}" in fetch
+    script = (REPO / "scripts" / "fetch_template.sh").read_text(encoding="utf-8")
+    assert "https://extensions.lmstudio.ai" in script and "sha256sum -c" in script
+    assert ".github/backend-templates.sha256" in script
     pins = (REPO / ".github" / "backend-templates.sha256").read_text(encoding="utf-8").splitlines()
     assert all(line.startswith("#") or re.fullmatch(r"[0-9a-f]{64}  backend-\S+\.tar\.gz", line) for line in pins)
+
+
+def _fetch(tmp_path: Path, srv: LocalHTTPServer, pins: str, name: str = "llama.cpp-linux-x86_64-avx2"
+           ) -> subprocess.CompletedProcess[str]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "pins").write_text(pins)
+    env = {**os.environ, "LMS_TEMPLATE_BASE_URL": srv.url("").rstrip("/"), "LMS_TEMPLATE_PINS": str(tmp_path / "pins")}
+    return subprocess.run(["bash", str(REPO / "scripts" / "fetch_template.sh"), name, "2.14.0", str(tmp_path / "t")],
+                          capture_output=True, text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
+
+
+def test_fetch_template_script_over_loopback(tmp_path: Path) -> None:
+    """The workflow's template step for real: a stand-in official pack (tests/lmstudio_homes.py) packed the way LM
+    Studio's download location serves it, fetched over a loopback HTTP server, taken only when pinned and equal."""
+    from tests.lmstudio_homes import write_backend
+
+    pack = write_backend(tmp_path / "src" / "llama.cpp-linux-x86_64-avx2-2.14.0", "linux-cpu-2.14.0")
+    tgz = tmp_path / "backend-llama.cpp-linux-x86_64-avx2-2.14.0.tar.gz"
+    with tarfile.open(tgz, "w:gz") as tf:
+        tf.add(pack, pack.name)
+    sha = hashlib.sha256(tgz.read_bytes()).hexdigest()
+    with LocalHTTPServer() as srv:
+        srv.add("/" + tgz.name, tgz)
+        ok = _fetch(tmp_path, srv, f"# pins\n{sha}  {tgz.name}\n")
+        assert ok.returncode == 0, ok.stderr
+        folder = Path(ok.stdout.strip())
+        assert (folder / "backend-manifest.json").read_bytes() == (pack / "backend-manifest.json").read_bytes()
+        assert folder.name == pack.name and (folder / "libggml-cpu.so").is_symlink()
+        wrong = _fetch(tmp_path / "w", srv, f"{'0' * 64}  {tgz.name}\n")
+        assert wrong.returncode == 1 and "does not have the pinned sha256" in wrong.stderr
+        unpinned = _fetch(tmp_path / "u", srv, "# nothing pinned\n")
+        assert unpinned.returncode == 1 and "is not pinned" in unpinned.stderr
+        assert not (tmp_path / "w" / "t").exists() and not (tmp_path / "u" / "t").exists()
+
+
+def test_release_is_the_apps_default_catalog() -> None:
+    """The publish job uploads to the release whose catalog.json the app loads by default."""
+    from app.core.fetch.catalog import DEFAULT_CATALOG_URL, RELEASE_TAG
+
+    upload = next(s["run"] for _j, s in steps(load("backends.yml")) if "gh release upload" in s.get("run", ""))
+    assert f"gh release upload {RELEASE_TAG} " in upload and "catalog/*" in upload
+    assert DEFAULT_CATALOG_URL.endswith(f"/releases/download/{RELEASE_TAG}/catalog.json")

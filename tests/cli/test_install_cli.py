@@ -30,10 +30,10 @@ IVY = HWDATA / "cpuinfo" / "ivybridge-i5-3570k.txt"
 IDENT = "llama.cpp-linux-x86_64-vulkan-avx1-unlocked@2.14.0"
 
 
-def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
+def run(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     assert EXE.exists(), "run scripts/test.sh (it installs the console script into .venv)"
     return subprocess.run([str(EXE), *map(str, args)], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                          env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})})
 
 
 def installed(home: Path) -> list[str]:
@@ -221,3 +221,39 @@ def test_publish_new_key_and_unsigned_warning(tmp_path: Path) -> None:
     assert (tmp_path / "o" / (folder.name + ".tar.xz")).exists()
     shutil.rmtree(tmp_path / "o")
     assert run("publish", folder).returncode == 2
+
+
+def test_overlay_published_by_the_ci_steps_served_over_loopback_and_installed(tmp_path: Path) -> None:
+    """The release flow end to end through the CLI: a build job's `publish --template` (unsigned fragment), the
+    publish job's `publish --merge --key-env` (signed with the key from the environment), the release folder served
+    over loopback HTTP, `install --catalog --list` explaining a missing official pack, and `install --catalog`
+    applying the overlay on the user's own pack (stand-ins: tests/core/fetch/overlay_packs.py)."""
+    from tests.core.fetch.overlay_packs import OFFICIAL, OURS, built_backend, install_official, official_pack
+
+    pack = official_pack(tmp_path / "templates", tmp_path / "libs")
+    built = built_backend(tmp_path / "built", pack, tmp_path / "libs")
+    p = run("publish", built, "--template", pack, "--variant", "cpu-avx1", "--out", tmp_path / "frag", "--json")
+    assert p.returncode == 0, p.stderr
+    entry = json.loads(p.stdout)["entry"]
+    assert entry["kind"] == "overlay" and entry["base"]["name"] + "@" + entry["base"]["version"] == OFFICIAL
+    release = tmp_path / "release"
+    m = run("publish", "--merge", tmp_path / "frag" / "catalog.json", "--out", release, "--key-env", "SIGNING",
+            "--json", env={"SIGNING": TEST_KEY.read_text()})
+    assert m.returncode == 0 and json.loads(m.stdout)["signature"], m.stderr
+    home = make_home(tmp_path, backends=["linux-vulkan-2.14.0"])
+    with LocalHTTPServer() as srv:
+        srv.add_dir(release, "/rel")
+        url = srv.url("/rel/catalog.json")
+        listed = run("install", "--catalog", url, "--list", "--cpuinfo", IVY, "--public-key", TEST_PUB, "--home", home)
+        assert listed.returncode == 0, listed.stderr
+        why = f"{OURS} (cpu-avx1, overlay on {OFFICIAL}): not offered: needs LM Studio's official runtime"
+        assert why in listed.stdout
+        assert "Mission Control → Runtime" in listed.stdout
+        install_official(home, pack)
+        p = run("install", "--catalog", url, "--cpuinfo", IVY, "--public-key", TEST_PUB, "--home", home, "--json")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["installed"] == OURS and out["entry"]["kind"] == "overlay"
+    assert out["proof"]["smoke"].startswith("smoke test: unlocked-server/llama-server generated 8 tokens")
+    assert OURS.replace("@", "-") in installed(home)
+    no_traceback(p)
