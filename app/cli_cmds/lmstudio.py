@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from app.cli_cmds.common import add_home_flag, add_json_flag, add_report_source_flags, emit_json, out
@@ -27,7 +28,7 @@ from app.core.lmstudio.install import (
 )
 from app.core.lmstudio.journal import JournalError
 from app.core.lmstudio.judge import judge_backend
-from app.core.lmstudio.kinds import classify_backend
+from app.core.lmstudio.kinds import KIND_WORDS, classify_backend
 from app.core.lmstudio.prefs import read_settings, selections
 
 
@@ -77,6 +78,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     r.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     r.add_argument("--dry-run", action="store_true", help="print what would be done, change nothing")
+    r.add_argument(
+        "--keep",
+        action="append",
+        default=[],
+        metavar="FOLDER",
+        help="among copies with one name@version, keep this folder (a path or a folder name in extensions/backends; "
+        "repeatable); the other copies are moved out of extensions/backends, never deleted",
+    )
     _common(r, hardware=True)
     r.set_defaults(handler=run_repair)
 
@@ -270,6 +279,8 @@ def _print_plan(args: argparse.Namespace, lines: list[str], recovered: list[str]
 def _finding_dict(f: Finding) -> dict[str, Any]:
     return {
         "code": f.code,
+        "title": f.heading,
+        "kind": f.kind,
         "severity": f.severity,
         "backend": f.backend,
         "explanation": f.explanation,
@@ -283,7 +294,8 @@ def _print_findings(fs: list[Finding] | tuple[Finding, ...]) -> None:
     if not fs:
         out("  no problems found")
     for f in fs:
-        out(f"  [{f.severity}] {f.code}" + (f"  ({f.backend})" if f.backend else ""))
+        kind = f", {KIND_WORDS[f.kind]}" if f.kind in KIND_WORDS else ""
+        out(f"  [{f.severity}] {f.heading}" + (f"  ({f.backend}{kind})" if f.backend else "") + f"  [{f.code}]")
         out(f"      {f.explanation}")
         out(f"      fix{' (automatic)' if f.auto else ''}: {f.fix}")
 
@@ -303,10 +315,23 @@ def run_doctor(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def _keep(h: LmsHome, args: argparse.Namespace) -> list[Path]:
+    """``--keep`` values as folders: a path, or a folder name inside extensions/backends."""
+    out_: list[Path] = []
+    for k in args.keep:
+        p = Path(k) if ("/" in k or "\\" in k) else h.backends_dir / k
+        if not p.is_dir():
+            hint = f"name a folder in {h.backends_dir} (see `lms-unlocked list`)"
+            raise UsageError(f"--keep {k}: no such backend folder", hint=hint)
+        out_.append(p.absolute())
+    return out_
+
+
 def run_repair(args: argparse.Namespace) -> int:
     h = _home(args)
     report = _report(args)
-    before = diagnose(h, report=report, app_version=args.app_version)
+    keep = _keep(h, args)
+    before = diagnose(h, report=report, app_version=args.app_version, keep=keep)
     plan = repair_plan(before)
     if args.dry_run:
         if args.json:
@@ -344,7 +369,7 @@ def run_repair(args: argparse.Namespace) -> int:
         if sys.stdin.readline().strip().lower() not in ("y", "yes"):
             out("nothing changed")
             return 1
-    outcome = repair(h, report=report, app_version=args.app_version)
+    outcome = repair(h, report=report, app_version=args.app_version, keep=keep)
     if args.json:
         emit_json(
             {

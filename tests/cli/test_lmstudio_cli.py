@@ -15,6 +15,7 @@ import pytest
 
 from app.core.lmstudio.install import execute_install, plan_install
 from app.core.lmstudio.journal import STATE_DIR_NAME
+from app.core.lmstudio.kinds import classify_folder
 from tests.conftest import HWDATA, REPO
 from tests.lmstudio_homes import make_home, prepare_our_backend, tree_hashes
 
@@ -202,8 +203,9 @@ def test_disk_error_during_uninstall_is_a_clear_error(home: Path) -> None:
 def test_no_command_ever_changes_an_official_folder(home: Path, tmp_path: Path) -> None:
     """Every command of ours, successful or refused, on a home with official folders: they stay byte-identical."""
     bdir = home / "extensions" / "backends"
-    official = {p.name: tree_hashes(p) for p in bdir.iterdir() if p.name != "vendor" and OURS not in p.name}
-    assert len(official) == 2
+    folders = [p for p in bdir.iterdir() if p.name != "vendor"]
+    official = {p.name: tree_hashes(p) for p in folders if classify_folder(p).kind == "official"}
+    assert len(official) == 1  # the other two: ours and theIvanR's third-party AVX pack
     v2 = prepare_our_backend(tmp_path / "v2", "linux-cpu-2.14.0", "noavx", ise=())  # installs (engine 2.14.0)
     (home / "settings.json").write_text(json.dumps({"autoUpdateExtensionPacks": True}))
     off = "llama.cpp-linux-x86_64-vulkan-avx2-2.14.0"

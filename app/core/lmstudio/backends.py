@@ -108,14 +108,24 @@ def generation_of(manifest_version: str, version: str) -> str:
     return f"{v.major}.x" if v is not None and not v.llama_tag else "unknown"
 
 
-def _find_nested_manifest(folder: Path) -> Path | None:
-    try:
-        for child in sorted(folder.iterdir()):
-            if child.is_dir() and (child / MANIFEST_FILE).is_file():
-                return child
-    except OSError:
-        return None
-    return None
+def nested_backend_folders(folder: Path, depth: int = 2) -> list[Path]:
+    """Backend folders (with a manifest) one level below ``folder``, else two levels (a repository zip extracted
+    into a folder of its own); empty when there is none or ``folder`` has a manifest itself."""
+    if (folder / MANIFEST_FILE).exists():
+        return []
+    level = [folder]
+    for _ in range(depth):
+        nxt: list[Path] = []
+        for d in level:
+            try:
+                nxt += sorted((c for c in d.iterdir() if c.is_dir() and not c.is_symlink()), key=lambda p: p.name)
+            except OSError:
+                continue
+        hits = [c for c in nxt if (c / MANIFEST_FILE).is_file()]
+        if hits:
+            return hits
+        level = nxt
+    return []
 
 
 def read_manifest_doc(folder: Path) -> JsonDoc:
@@ -128,12 +138,14 @@ def read_backend(folder: Path) -> BackendInfo:
     problems: list[BackendProblem] = []
     ours = (folder / PROVENANCE_FILE).is_file()
     if not (folder / MANIFEST_FILE).exists():
-        nested = _find_nested_manifest(folder)
-        if nested is not None:
+        nested = nested_backend_folders(folder)
+        if nested:
+            rel = nested[0].relative_to(folder).as_posix()
+            deep = "two levels" if "/" in rel else "one level"
             problems.append(
                 BackendProblem(
                     "manifest-nested",
-                    f"{MANIFEST_FILE} is one level too deep ({nested.name}/{MANIFEST_FILE}); LM Studio ignores it",
+                    f"{MANIFEST_FILE} is {deep} too deep ({rel}/{MANIFEST_FILE}); LM Studio ignores it",
                 )
             )
         else:

@@ -39,6 +39,32 @@ STATUSES: dict[str, str] = {
     "errorCheckingCompatibility": "Error checking compatibility",
     "unknown": "Unknown",
 }
+# what each status usually means (docs/lmstudio-contract.md §11.3 "likely trigger"), for explanations
+STATUS_MEANING: dict[str, str] = {
+    "compatible": "every check LM Studio makes passed",
+    "incompatibleAppVersion": "the manifest's minimum_lmstudio_version is above the installed app",
+    "incompatibleBackendVersion": "LM Studio rejected the engine version (its format)",
+    "invalidCpuArchitecture": "the manifest's CPU architecture does not match - or LM Studio's survey child crashed "
+    "loading the engine's bindings and reported an unknown architecture (it does so on CPUs without AVX2)",
+    "invalidCpuInstructionSetExtensions": "the manifest lists an instruction set LM Studio's CPU survey did not "
+    'report (an empty "" entry never matches)',
+    "cpuSurveyUnsuccessful": "LM Studio's CPU survey child failed (often: its bindings need AVX2)",
+    "gpuSurveyUnsuccessful": "the GPU probe failed (driver or runtime missing)",
+    "gpuRequiredButNoneFound": "a GPU pack, and no usable GPU of its framework was found",
+    "gpuTargetsRequiredButNoneSpecified": "a CUDA/ROCm manifest without gpu.targets",
+    "gpuDriverUnsupported": "the driver is older than gpu.minimum_driver_version",
+    "noSupportedGpus": "no GPU's compute capability is in gpu.targets",
+    "incompatiblePlatform": "the manifest's platform is not this operating system",
+    "libraryOutdated": "a target_libraries version is too old",
+    "invalidLibraryVersionFormat": "a target_libraries version is malformed",
+    "missingLibraries": "a target_libraries file is missing",
+    "errorSurveyingHardware": "LM Studio's survey child crashed loading the engine's bindings (missing "
+    "dependencies, or AVX2 code on a CPU without it)",
+    "errorCheckingCompatibility": "LM Studio had an internal error",
+    "unknown": "LM Studio gave no status we know",
+}
+# statuses that mean "LM Studio's survey child crashed" rather than a rule that failed (§11.3, §15 #9)
+SURVEY_CRASH = frozenset({"errorSurveyingHardware", "invalidCpuArchitecture", "cpuSurveyUnsuccessful"})
 _ALIASES = {"cpu survey unsuccesful": "cpuSurveyUnsuccessful"}  # the SDK's old misspelling
 
 

@@ -9,12 +9,14 @@
 * ``third-party``: everything else. One that kept an official ``name`` without official content is a
   *name clash* (:attr:`KindVerdict.name_clash`): LM Studio and its auto-update take it for their own pack.
 
-A folder whose content cannot be read (no or broken manifest) is ``third-party`` unless it is ours: LM Studio
-never ships a folder it cannot read. Reading only; never raises for a broken folder.
+A folder whose manifest cannot be read is ``official`` when its folder name is one of LM Studio's
+(``<official name>-<version>``: damaged, so never changed, re-downloaded in LM Studio), else ``third-party``.
+Reading only; never raises for a broken folder.
 """
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -128,7 +130,11 @@ def classify_backend(b: BackendInfo) -> KindVerdict:
     if b.ours:
         return KindVerdict("ours", name_clash=looks_official(b.name))
     if not b.valid:
-        return KindVerdict("third-party", ("LM Studio cannot read its manifest, so it never shipped it",))
+        # a damaged folder under one of LM Studio's folder names is treated as LM Studio's: never changed
+        m = re.fullmatch(r"(.+)-\d+\.\d+\.\d+", b.folder.name)
+        if m and looks_official(m.group(1)):
+            return KindVerdict("official")
+        return KindVerdict("third-party", ("LM Studio cannot read its manifest and the folder has none of its names",))
     if not looks_official(b.name):
         return KindVerdict("third-party", (f"{b.name} is not one of LM Studio's names",))
     why = _official_content(b)

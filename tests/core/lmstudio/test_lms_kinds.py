@@ -83,10 +83,12 @@ def test_other_projects_marker_file(tmp_path: Path, marker: str) -> None:
     assert classify_folder(d).kind == "third-party"
 
 
-def test_unreadable_manifest_is_third_party(tmp_path: Path) -> None:
+def test_unreadable_manifest(tmp_path: Path) -> None:
+    """Under one of LM Studio's folder names: its own, damaged (never changed); under another name: third-party."""
     d = write_backend(tmp_path / template("linux-cpu-2.14.0").folder_name, "linux-cpu-2.14.0")
     (d / "backend-manifest.json").write_bytes(b"{broken")
-    assert classify_folder(d).kind == "third-party"
+    assert classify_folder(d).kind == "official"
+    assert classify_folder(d.rename(tmp_path / "my-cpu-pack")).kind == "third-party"
 
 
 def _pe(path: Path, when: datetime) -> None:
