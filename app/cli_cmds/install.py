@@ -294,6 +294,8 @@ def run_patch(args: argparse.Namespace) -> int:
 
 
 def _new_key(path: Path) -> int:
+    import base64
+    import json
     import os
 
     from app.core.fetch.signing import generate_keypair, key_id, public_key_from_bytes, refuse_key_in_repository
@@ -306,9 +308,18 @@ def _new_key(path: Path) -> int:
     with os.fdopen(fd, "wb") as fh:
         fh.write(priv)
     path.with_name(path.name + ".pub").write_bytes(pub)
-    kid = key_id(public_key_from_bytes(pub))
+    pubkey = public_key_from_bytes(pub)
+    kid = key_id(pubkey)
+    entry = {
+        "key_id": kid,
+        "public_key": base64.b64encode(bytes(pubkey.export_key(format="raw"))).decode("ascii"),
+        "status": "active",
+        "added": time.strftime("%Y-%m-%d", time.gmtime()),
+        "note": "EDIT: where the private half lives (e.g. CI secret CATALOG_SIGNING_KEY) and until when it is used",
+    }
     out(f"Wrote the private key {path} (keep it secret: the CI secret store, never a repository) and {path}.pub "
-        f"(key id {kid}). Add the public half to app/data/catalog-keys.json as active (docs/publishing.md).")
+        f"(key id {kid}). Add this entry to app/data/catalog-keys.json (docs/publishing.md, Keys):")
+    out(json.dumps(entry, indent=2))
     return 0
 
 
