@@ -142,6 +142,10 @@ class ObtainPlan:
             lines += ["  " + x for x in self.install_plan.describe()]
         else:
             what = self.entry.ident if self.entry else "the backend in the archive"
+            if self.check is None:
+                lines.append("  judge it against the target first (platform, CPU, ISA audit, engine version, smoke "
+                             "record)" + ("; install it even if refused (--force), never selected" if self.force
+                                          else "; nothing is installed if it does not fit"))
             lines.append(f"  install {what} into {self.home.describe()} (transactional)")
         return lines
 
