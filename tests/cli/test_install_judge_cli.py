@@ -106,7 +106,7 @@ def test_windows_pack_refused_from_archive_url_and_catalog(linux_home: Path, tmp
         assert len(srv.requests) == 1  # downloaded into the cache, judged in staging, never installed
     refused(u, "platform", "a Windows backend")
     cat = tmp_path / "catalog"
-    pub = run("publish", pack, "--out", cat, "--key", TEST_KEY, "--no-audit", "--json")
+    pub = run("publish", pack, "--full", "--out", cat, "--key", TEST_KEY, "--no-audit", "--json")
     assert pub.returncode == 0, pub.stderr
     c = run("install", "--catalog", cat, "--entry", WIN_OURS, "--public-key", TEST_PUB, "--cpuinfo", IVY,
             "--select", "--home", linux_home)
