@@ -242,3 +242,23 @@ def test_a_second_process_waits_its_turn(home: Path) -> None:
         assert r.returncode == 2 and f"pid {os.getpid()}" in r.stderr and "wait for it" in r.stderr
         assert visible(home) == before
     assert cli("select", f"{OURS}@2.14.0", "--home", str(home)).returncode == 0
+
+
+def test_repair_keep_chooses_among_duplicates(home: Path) -> None:
+    """Two differing copies of theIvanR's pack and no hardware report: doctor says which, repair waits for --keep."""
+    bdir = home / "extensions" / "backends"
+    copy = bdir / "llama.cpp-win-x86_64-avx-1.48.0-mine"
+    shutil.copytree(bdir / "llama.cpp-win-x86_64-avx-1.48.0", copy)
+    (copy / "ggml-cpu.dll").write_bytes(b"my own build")
+    r = cli("doctor", "--json", "--no-probe", "--home", str(home))
+    dup = [f for f in json.loads(r.stdout)["findings"] if f["code"] == "duplicate-backend"]
+    assert len(dup) == 1 and not dup[0]["automatic"] and "--keep" in dup[0]["fix"]
+    assert dup[0]["kind"] == "third-party" and dup[0]["title"] == "Two folders carry the same name@version"
+    r = cli("doctor", "--no-probe", "--home", str(home))
+    assert "[error] Two folders carry the same name@version" in r.stdout and "[duplicate-backend]" in r.stdout
+    r = cli("repair", "--yes", "--no-probe", "--home", str(home), "--keep", "nope")
+    assert r.returncode == 2 and "--keep nope: no such backend folder" in r.stderr and "Traceback" not in r.stderr
+    r = cli("repair", "--yes", "--json", "--no-probe", "--home", str(home), "--keep", copy.name)
+    assert "Traceback" not in r.stderr, r.stderr
+    assert copy.is_dir() and not (bdir / "llama.cpp-win-x86_64-avx-1.48.0").exists()
+    assert any(a.startswith("[duplicate-backend] moved the extra copy") for a in json.loads(r.stdout)["applied"])
