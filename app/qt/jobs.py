@@ -297,7 +297,8 @@ def smoke_check(ctx: JobContext, folder: Path) -> Check:
         return Check("Smoke test", True, "not run: this pack has no program of its own to start "
                      "(LM Studio loads its libraries directly)")
     fw = info.gpu_framework.lower() or "cpu"
-    plan = smoke.plan_smoke(folder, tinymodel.shipped_model(), framework=fw, kind="server", program=server.name)
+    program = server.relative_to(folder).as_posix()  # a 2.x replacement server lives in its own sub-folder
+    plan = smoke.plan_smoke(folder, tinymodel.shipped_model(), framework=fw, kind="server", program=program)
     r = smoke.run_smoke(plan, cancel=ctx.cancel)
     for line in r.log_tail:
         ctx.on_line(line)

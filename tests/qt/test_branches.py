@@ -102,6 +102,43 @@ def test_kepler_gpu_download_from_signed_catalog_select_and_finish(qtbot, make_w
     assert w.page_of(PageId.FINISH).nextId() == int(PageId.END)
 
 
+def test_cpu_download_of_an_overlay_on_the_users_official_pack(qtbot, make_wizard, tmp_path: Path) -> None:
+    """The download branch with an overlay (#17): the catalog (served over loopback) holds only our rebuilt files;
+    the wizard offers it because this home has the official pack it was made from, applies it on that pack and
+    installs it; its verify page shows the install check, ISA audit and a smoke test of our server sub-folder."""
+    from tests.core.fetch.overlay_packs import OURS, SERVER_DIR, built_backend, install_official, official_pack
+
+    pack = official_pack(tmp_path / "templates", tmp_path / "libs")
+    publish(built_backend(tmp_path / "built", pack, tmp_path / "libs"), tmp_path / "catalog", template=pack,
+            key_path=TEST_KEY, variant="cpu-avx1")
+    home = make_home(tmp_path, backends=["linux-vulkan-2.14.0"])
+    official = install_official(home, pack)
+    with LocalHTTPServer() as srv:
+        srv.add_dir(tmp_path / "catalog", "/c")
+        w, home = start(make_wizard, tmp_path, "ivybridge", home=home, catalog_url=srv.url("/c/catalog.json"),
+                        catalog_public_key=TEST_PUB)
+        to_recommendation(qtbot, w)
+        assert w.state.candidate.variant == "cpu-avx1"
+        go_next(qtbot, w, PageId.METHOD)
+        method = w.page_of(PageId.METHOD)
+        qtbot.waitUntil(lambda: bool(method.options), timeout=60000)
+        by = {o.method: o for o in method.options}
+        assert by[Method.DOWNLOAD].available and OURS in by[Method.DOWNLOAD].note
+        method.choose(Method.DOWNLOAD)
+        go_next(qtbot, w, PageId.WORK)
+        work = w.page_of(PageId.WORK)
+        qtbot.waitUntil(lambda: work.controller.state in (JobState.SUCCEEDED, JobState.FAILED), timeout=120000)
+        assert close_error_dialogs() == [], work.diagnostics()
+        assert any(r.path.endswith(".overlay.7z") for r in srv.requests), "the overlay came over loopback HTTP"
+    assert OURS in {b.ident for b in list_backends(home)}
+    assert (official / "backend-manifest.json").exists()  # LM Studio's pack stays where it was
+    go_next(qtbot, w, PageId.VERIFY)
+    checks = w.page_of(PageId.VERIFY).checks.text()
+    assert "Install check" in checks and "ISA audit" in checks and "16 tokens in" in checks, checks
+    ours = home / "extensions" / "backends" / OURS.replace("@", "-")
+    assert (ours / SERVER_DIR / "llama-server").is_file()
+
+
 def test_selecting_is_blocked_while_lm_studio_runs(qtbot, make_wizard, tmp_path: Path) -> None:
     """A real process named like LM Studio's daemon blocks selecting, until it is gone and the user checks again."""
     home = make_home(tmp_path)
