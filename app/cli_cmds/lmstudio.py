@@ -14,7 +14,7 @@ from typing import Any
 from app.cli_cmds.common import add_home_flag, add_json_flag, add_report_source_flags, emit_json, out
 from app.core.errors import UsageError
 from app.core.hardware.report import HardwareReport
-from app.core.lmstudio.backends import list_backends
+from app.core.lmstudio.backends import find_backend, list_backends
 from app.core.lmstudio.doctor import Finding, diagnose, repair, repair_plan
 from app.core.lmstudio.engine_index import last_status
 from app.core.lmstudio.errors import HomeNotFound
@@ -69,6 +69,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Check the LM Studio home against the repair checklist; exit 1 if there are errors.",
     )
     _common(d, hardware=True)
+    d.add_argument(
+        "--log",
+        nargs="?",
+        const="",
+        metavar="FILE",
+        help="explain a model that failed to load from what LM Studio printed (a saved log or pasted error); "
+        "without FILE, read LM Studio's own log files",
+    )
+    d.add_argument("--backend", metavar="NAME@VERSION", help="with --log: the backend that crashed")
     d.set_defaults(handler=run_doctor)
 
     r = sub.add_parser(
@@ -303,6 +312,8 @@ def _print_findings(fs: list[Finding] | tuple[Finding, ...]) -> None:
 def run_doctor(args: argparse.Namespace) -> int:
     h = resolve_home(args.home)
     report = _report(args)
+    if args.log is not None:
+        return _run_crash_doctor(args, h, report)
     fs = diagnose(h, report=report, app_version=args.app_version)
     errors = sum(1 for f in fs if f.severity == "error")
     if args.json:
@@ -325,6 +336,28 @@ def _keep(h: LmsHome, args: argparse.Namespace) -> list[Path]:
             raise UsageError(f"--keep {k}: no such backend folder", hint=hint)
         out_.append(p.absolute())
     return out_
+
+
+def _run_crash_doctor(args: argparse.Namespace, h: LmsHome, report: HardwareReport | None) -> int:
+    from app.core.lmstudio import crashlog
+
+    looked: list[crashlog.LogLocation] = []
+    if args.log:
+        text, files = crashlog.read_log_text(args.log), [Path(args.log)]
+    else:
+        text, files, looked = crashlog.collect_lmstudio_logs(h if h.exists else None)
+    backend = find_backend(h, args.backend) if args.backend else None
+    diag = crashlog.diagnose_crash(text, home=h, report=report, backend=backend)
+    if args.json:
+        emit_json({"ok": True, "home": _home_dict(h), "files": [str(f) for f in files], "crash": diag.to_json()})
+        return 0
+    for loc in looked:
+        state = "found" if loc.path.exists() else "absent"
+        out(f"LM Studio log ({loc.what}, {loc.confidence} confidence): {loc.path} [{state}]")
+    out(f"read: {', '.join(str(f) for f in files) or 'no log file found'}")
+    for line in diag.describe():
+        out(line)
+    return 0
 
 
 def run_repair(args: argparse.Namespace) -> int:
