@@ -143,6 +143,19 @@ def test_avx_manifest_for_cpu_without_avx_refused_with_cpuinfo_and_report(linux_
     assert f"Installed {LINUX_OURS}" in ok.stdout and "ok [ise]" in ok.stdout
 
 
+def test_arm64_pack_for_an_x86_cpu_refused(linux_home: Path, tmp_path: Path) -> None:
+    pack = linux_pack(tmp_path)
+    manifest = pack / "backend-manifest.json"
+    m = json.loads(manifest.read_text())
+    m["cpu"]["architecture"] = "arm64"
+    manifest.write_text(json.dumps(m, indent=2))
+    before = tree_hashes(linux_home)
+    p = run("install", "--from", pack, "--select", "--cpuinfo", IVY, "--home", linux_home)
+    refused(p, "architecture", "built for arm64 CPUs, but the target CPU is x86_64")
+    assert "invalidCpuArchitecture" in p.stderr and "note [isa-audit] not run" in p.stdout
+    assert tree_hashes(linux_home) == before
+
+
 def test_empty_ise_entry_refused(linux_home: Path, tmp_path: Path) -> None:
     pack = prepare_our_backend(tmp_path / "p", "linux-cpu-2.14.0", "noavx", ise=("",))
     before = tree_hashes(linux_home)
