@@ -321,6 +321,15 @@ def _check_platform(info: BackendInfo, t: InstallTarget) -> Finding:
             hint=f"install the {PLATFORM_NAMES.get(t.platform, t.platform)} build of this backend "
             "(`lms-unlocked recommend` names the one for this computer)",
         )
+    named = _platform_token(info.name)
+    if info.platform and named and named != info.platform:
+        return Finding(
+            "platform",
+            "warning",
+            f"the manifest says platform \"{info.platform}\" but the name says {PLATFORM_NAMES.get(named, named)}; "
+            "LM Studio goes by the manifest",
+            hint="check that this is the build for this platform",
+        )
     return Finding("platform", "ok", f"a {words} backend for a {words} home")
 
 

@@ -141,3 +141,13 @@ def test_wizard_download_path_judges_before_writing(tmp_path: Path) -> None:
                             public_key_path=TEST_PUB)
     res = execute_obtain(ivy)
     assert res.check is not None and not res.check.refused and res.install.ident == ident
+
+
+def test_platform_name_and_manifest_disagreeing_is_a_warning(tmp_path: Path) -> None:
+    home = make_home(tmp_path)
+    pack = prepare_our_backend(tmp_path / "p", "win-cpu-1.48.0", "cpu-avx1")
+    doc = load_json(pack / "backend-manifest.json")
+    doc.data["platform"] = "linux"
+    save(doc)
+    f = check_folder(pack, home, ivybridge_cpu_only()).finding("platform")
+    assert f is not None and f.severity == "warning" and "the name says Windows" in f.message
