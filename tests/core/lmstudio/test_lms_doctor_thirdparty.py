@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from app.core.lmstudio.journal import STATE_DIR_NAME
 from app.core.lmstudio.kinds import classify_folder
 from tests.conftest import HWDATA, REPO
 from tests.lmstudio_homes import make_home, template, tree_hashes, write_backend
+from tests.mounts import mount_namespace_problem, run_with_mounts, tmpfs_copy
 
 NONE: dict[str, Any] = {"processes": lambda _h: []}
 AVX = "llama.cpp-win-x86_64-avx-1.48.0"  # theIvanR's pack (third-party)
@@ -281,6 +283,38 @@ def test_third_party_folder_in_the_wrong_home_is_moved_to_the_home_lmstudio_uses
     assert f.auto and f.kind == "third-party" and str(wrong) in f.explanation
     repair(h, report=IVY_WIN, user_home=user, **NONE)
     assert tree_hashes(right / "extensions/backends" / AVX) == pack
+    assert not (wrong / "extensions/backends" / AVX).exists()
+
+
+def test_wrong_home_on_another_file_system_is_copied_then_the_original_kept(tmp_path: Path) -> None:
+    """The home LM Studio uses is on a real separate tmpfs: no rename across file systems, so the pack is copied in
+    (complete or absent inside backends/) and the original is kept in the other home's backups."""
+    problem = mount_namespace_problem()
+    if problem:
+        pytest.skip(problem)
+    user = tmp_path / "user"
+    user.mkdir()
+    wrong = make_home(user, backends=["win-avx-1.48.0"], vendor=(), dirname=".lmstudio")
+    right = make_home(tmp_path, backends=[], vendor=(), dirname="other-disk")
+    (user / POINTER_FILE_NAME).write_text(str(right))
+    pack = tree_hashes(wrong / "extensions/backends" / AVX)
+    driver = (
+        "import sys, json; from pathlib import Path\n"
+        "from app.core.lmstudio.doctor import repair\nfrom app.core.lmstudio.home import resolve_home\n"
+        "from tests.lmstudio_homes import tree_hashes\n"
+        "u = Path(sys.argv[1]); h = resolve_home(user_home=u)\n"
+        "out = repair(h, user_home=u, only={'wrong-home'}, processes=lambda _h: [])\n"
+        "print(json.dumps({'applied': out.applied, 'skipped': out.skipped,\n"
+        "                  'dev': [Path(sys.argv[1]).stat().st_dev, h.path.stat().st_dev],\n"
+        "                  'moved': tree_hashes(h.backends_dir / sys.argv[2])}))\n"
+    )
+    r = run_with_mounts([tmpfs_copy(right, "8m")], [sys.executable, "-c", driver, str(user), AVX], cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["dev"][0] != res["dev"][1] and not res["skipped"]
+    assert "copied" in res["applied"][0] and res["moved"] == pack
+    kept = list((wrong / ".lms-unlocked" / "backups").glob(f"*/moved-out/{AVX}"))
+    assert len(kept) == 1 and tree_hashes(kept[0]) == pack
     assert not (wrong / "extensions/backends" / AVX).exists()
 
 

@@ -111,7 +111,7 @@ class NestedFolder(Check):
             auto=auto,
             target=str(b.folder),
             data={"moves": moves, "outer": str(b.folder), "outer_empty_after": only_child},
-            kind="third-party",
+            kind=classify_backend(read_backend(inners[0])).kind if inners else "third-party",
         )
 
     def fix(self, r: Repairer, f: Finding) -> str:
