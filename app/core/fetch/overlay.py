@@ -116,8 +116,9 @@ class OverlaySpec:
                 {str(k): str(v) for k, v in dict(d["result"]).items()},
                 dict(d.get("provenance", {})),
             )
-            for rel in [*spec.base["files"], *spec.result, *spec.added]:
-                _safe_rel(rel)
+            base = spec.base
+            for rel in [*base["files"], *base.get("replaced", ()), *base.get("removed", ()), *spec.result, *spec.added]:
+                _safe_rel(str(rel))
             str(spec.base["name"]), str(spec.base["version"])
         except (KeyError, TypeError, ValueError) as exc:
             raise OverlayError(f"{source} is not a valid overlay description: {exc}", context=source) from exc

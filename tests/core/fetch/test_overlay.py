@@ -26,7 +26,7 @@ from app.core.fetch.obtain import (
     plan_from_catalog,
     staging_root,
 )
-from app.core.fetch.overlay import OVERLAY_FILE, BaseMismatch, OverlayError, plan_overlay
+from app.core.fetch.overlay import OVERLAY_FILE, BaseMismatch, OverlayError, OverlaySpec, plan_overlay
 from app.core.fetch.publish import merge_catalog, publish
 from app.core.fetch.signing import load_private_key, sign_bytes
 from app.core.install_check import InstallRefused
@@ -253,3 +253,17 @@ def test_cpu_without_avx_is_not_offered(home: Path, published: Path) -> None:
     core2 = cpu_report("core2-penryn-yorkfield-q9550.txt")
     offers = catalog_offers(published, home=home, report=core2, public_key_path=TEST_PUB)
     assert offers.offered == () and "AVX" in offers.explanations()[0]
+
+
+@pytest.mark.parametrize("field", ["replaced", "added"])
+def test_a_path_outside_the_folder_in_the_description_is_refused(tmp_path: Path, built: Path, pack: Path,
+                                                                 field: str) -> None:
+    """An overlay given with --from (no signed sha256) cannot make the install read or write outside its folders."""
+    spec = plan_overlay(built, pack)
+    doc = spec.to_dict()
+    if field == "replaced":
+        doc["base"]["replaced"] = [*doc["base"]["replaced"], "../../escape"]
+    else:
+        doc["added"] = [*doc["added"], "sub/../../escape"]
+    with pytest.raises(OverlayError, match="not a relative path inside the backend folder"):
+        OverlaySpec.from_dict(doc, source="t")
