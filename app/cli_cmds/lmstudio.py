@@ -27,7 +27,7 @@ from app.core.lmstudio.install import (
     recover,
 )
 from app.core.lmstudio.journal import JournalError
-from app.core.lmstudio.judge import judge_backend
+from app.core.lmstudio.judge import STATUS_MEANING, judge_backend
 from app.core.lmstudio.kinds import KIND_WORDS, classify_backend
 from app.core.lmstudio.prefs import read_settings, selections
 
@@ -175,6 +175,7 @@ def run_list(args: argparse.Namespace) -> int:
                 "caveats": list(j.caveats),
                 "selected_for": sel.get(b.ident, ""),
                 "lmstudio_last_status": said[b.ident].status if b.ident in said else "",
+                "lmstudio_last_status_meaning": STATUS_MEANING.get(said[b.ident].status, "") if b.ident in said else "",
                 "kind": k.kind,
                 "kind_words": k.words,
                 "kind_reasons": list(k.reasons),
@@ -216,7 +217,10 @@ def run_list(args: argparse.Namespace) -> int:
             out(f"    shown as: {r['display_name'] or '-'}; llama.cpp {r['llama_cpp'] or 'build unknown'}")
         out(f"    status: {r['status']} - {r['status_message']}")
         if r["lmstudio_last_status"]:
-            out(f"    LM Studio last said: {r['lmstudio_last_status']}")
+            said_ok = r["lmstudio_last_status"] == "compatible"
+            out(f"    LM Studio last said: {r['lmstudio_last_status']} ({r['lmstudio_last_status_meaning']})")
+            if r["status"] != "unknown" and said_ok != (r["status"] == "compatible"):
+                out("    LM Studio's verdict and ours differ: `lms-unlocked doctor` says what to do")
         for c in r["caveats"]:
             out(f"    note: {c}")
         for pr in r["problems"]:

@@ -262,3 +262,23 @@ def test_repair_keep_chooses_among_duplicates(home: Path) -> None:
     assert "Traceback" not in r.stderr, r.stderr
     assert copy.is_dir() and not (bdir / "llama.cpp-win-x86_64-avx-1.48.0").exists()
     assert any(a.startswith("[duplicate-backend] moved the extra copy") for a in json.loads(r.stdout)["applied"])
+
+
+def test_list_explains_lmstudio_verdict_next_to_ours(home: Path) -> None:
+    off = "llama.cpp-linux-x86_64-vulkan-avx2"
+    entries = [
+        {"manifest": {"name": off, "version": "2.14.0"}, "backendCompatibility": {"status": "compatible"}},
+        {
+            "manifest": {"name": "llama.cpp-win-x86_64-avx", "version": "1.48.0"},
+            "backendCompatibility": {"status": "Invalid CPU architecture"},
+        },
+    ]
+    (home / ".internal" / "internal-engine-index.json").write_text(json.dumps({"json": entries}))
+    r = cli("list", "--home", str(home), "--cpuinfo", IVY)
+    assert r.returncode == 0, r.stderr
+    block = r.stdout.split(f"{off}@2.14.0", 1)[1].split("\n\n")[0]
+    assert "LM Studio last said: compatible" in block and "verdict and ours differ" in block
+    assert "LM Studio last said: invalidCpuArchitecture (the manifest's CPU architecture does not match" in r.stdout
+    data = json.loads(cli("list", "--json", "--home", str(home), "--no-probe").stdout)
+    rows = {x["ident"]: x for x in data["backends"]}
+    assert "survey child crashed" in rows["llama.cpp-win-x86_64-avx@1.48.0"]["lmstudio_last_status_meaning"]
