@@ -57,7 +57,7 @@ def timed_build(plan: BuildPlan, targets: tuple[str, ...] | None) -> tuple[float
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--variant", default="cpu-avx1")
-    ap.add_argument("--cpuinfo", default=str(REPO.parent / "shared/hwdata/cpuinfo/ivybridge-i5-3570k.txt"))
+    ap.add_argument("--cpuinfo", default=str(REPO / "tests/fixtures/hwdata/cpuinfo/ivybridge-i5-3570k.txt"))
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--skip-full", action="store_true")
     args = ap.parse_args()

@@ -1,6 +1,6 @@
 """Build temporary LM Studio homes for tests from the REAL manifests and display-data.
 
-Real data (``../shared/lmstudio-backend-examples``, see its README):
+Real data (``tests/fixtures/lmstudio-backend-examples``, see its README):
 
 * ``win-x86_64-avx-1.48.0.backend-manifest.json`` (CRLF) and ``...display-data.json``: used as is for
   the community pack ``"win-avx-1.48.0"`` (theIvanR's ``llama.cpp-win-x86_64-avx``), and turned back

@@ -99,6 +99,27 @@ def test_contract_citations_point_into_the_repository() -> None:
     assert not missing, f"cited sections that docs/lmstudio-contract.md does not have: {missing}"
 
 
+def test_build_notes_citations_point_into_the_repository() -> None:
+    """llama.cpp build facts are cited as docs/llama-build-notes.md §N (a section it has), never build.md outside."""
+    import re
+
+    notes = (REPO / "docs" / "llama-build-notes.md").read_text(encoding="utf-8")
+    sections = set(re.findall(r"^#{2,3} (\d+(?:\.\d+)?)[. ]", notes, flags=re.M))
+    assert {"1.1", "2.1", "3.1", "4", "5", "7.2", "9"} <= sections
+    cited: list[tuple[str, str]] = []
+    for top in ("app", "tests", "docs", "bench", "scripts"):
+        for p in (REPO / top).rglob("*"):
+            if p.suffix not in (".py", ".md", ".json", ".sh", ".yml") or "fixtures" in p.parts or p.name in \
+                    ("llama-build-notes.md", "test_architecture.py"):
+                continue
+            text = p.read_text(encoding="utf-8")
+            rel = str(p.relative_to(REPO))
+            assert not re.search(r"(?<![\w-])build\.md|style guide §", text), f"{rel} cites a document outside the repo"
+            cited += [(n, rel) for n in re.findall(r"docs/llama-build-notes\.md §(\d+(?:\.\d+)?)", text)]
+    assert len(cited) >= 10
+    assert not [c for c in cited if c[0] not in sections], cited
+
+
 def _lint_imports() -> str:
     exe = Path(sys.executable).with_name("lint-imports")
     return str(exe) if exe.exists() else (shutil.which("lint-imports") or "lint-imports")

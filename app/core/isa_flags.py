@@ -2,7 +2,7 @@
 
 Every ggml x86 ISA option is always written explicitly ON or OFF: with GGML_NATIVE=OFF, ggml turns SSE42, AVX,
 AVX2, BMI2, FMA and F16C ON by default, so a recipe that only names some of them leaks the rest (the common
-"AVX on, AVX2/FMA off" recipe still compiles with -mbmi2 and SIGILLs on Ivy Bridge; reference build.md §2.1).
+"AVX on, AVX2/FMA off" recipe still compiles with -mbmi2 and SIGILLs on Ivy Bridge; docs/llama-build-notes.md §2.1).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ GGML_ISA_OPTIONS: tuple[str, ...] = (
     "GGML_AMX_BF16",
 )
 
-# Options that ggml turns ON when GGML_NATIVE=OFF and the option is not given (build.md §2.1).
+# Options that ggml turns ON when GGML_NATIVE=OFF and the option is not given (docs/llama-build-notes.md §2.1).
 GGML_DEFAULT_ON: frozenset[str] = frozenset(
     {"GGML_SSE42", "GGML_AVX", "GGML_AVX2", "GGML_BMI2", "GGML_FMA", "GGML_F16C"}
 )

@@ -1,4 +1,4 @@
-"""cmake_isa_flags / manifest_ise / isa_from_cmake_flags on the CPU generations of reference build.md §2."""
+"""cmake_isa_flags / manifest_ise / isa_from_cmake_flags on the CPU generations of docs/llama-build-notes.md §2."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def test_flags_round_trip_within_the_cpu(isa: set[str]) -> None:
 
 
 def test_hand_recipe_leaks_bmi2() -> None:
-    # build.md §2.1: this recipe never names GGML_BMI2, so ggml's default ON adds -mbmi2.
+    # docs/llama-build-notes.md §2.1: this recipe never names GGML_BMI2, so ggml's default ON adds -mbmi2.
     hand = ["-DGGML_NATIVE=OFF", "-DGGML_AVX=ON", "-DGGML_AVX2=OFF", "-DGGML_FMA=OFF", "-DGGML_F16C=OFF",
             "-DGGML_AVX512=OFF"]
     needed = isa_from_cmake_flags(hand)

@@ -2,7 +2,7 @@
 
 Each executable section of an ELF (Linux) or PE (Windows) x86-64 binary is disassembled with capstone
 (linear sweep, Intel syntax) and every instruction is counted under the *oldest* extension that has it
-(reference build.md §4):
+(docs/llama-build-notes.md §4):
 
 - AVX512: zmm operands, opmask registers (``{k1}``, ``k0``-``k7``), EVEX-only registers x/ymm16-31,
   EVEX-only mnemonics (vpternlog, vpermt2, ...).

@@ -1,6 +1,6 @@
 """Pure build planning: the exact CMake configure/build command lines, environment and directories.
 
-`plan_build(report, variant, source, ...)` decides everything before anything runs (reference build.md §2):
+`plan_build(report, variant, source, ...)` decides everything before anything runs (docs/llama-build-notes.md §2):
 CMake + Ninja, Release, ``GGML_NATIVE=OFF`` with every ggml ISA option explicitly ON/OFF (tailored to the
 target CPU, or a variant's generic baseline), shared libraries, no curl/openssl/tests/prebuilt UI, the build
 commit/number from the tag, only the targets the backend needs, ``$ORIGIN`` run paths, ccache when present,
@@ -317,7 +317,7 @@ def plan_build(
     )
 
 
-# --- configure-output verification (build.md §9.1) -------------------------------------------------------------
+# --- configure-output verification (docs/llama-build-notes.md §9, step 1) ------------------------------------
 
 _VARIANT_LINE_RE = re.compile(r"Adding CPU backend variant (\S+):\s*(\S*)\s*(\S*)")
 

@@ -25,7 +25,7 @@ from app.core.runner import CancelToken, ProcessPlan, kill_process_tree, popen_p
 
 SIGILL_EXIT = 132
 DEFAULT_PROMPT = "Once upon a time"
-# qemu's TCG lacks these on the Intel models; disabling them silences its warnings (build.md §3.1).
+# qemu's TCG lacks these on the Intel models; disabling them silences its warnings (docs/llama-build-notes.md §3.1).
 _QEMU_QUIET = {"IvyBridge", "SandyBridge", "Haswell", "Westmere", "Nehalem"}
 _DECODED_RE = re.compile(r"decoded (\d+) tokens")
 _OFFLOADED_RE = re.compile(r"offloaded (\d+)/(\d+) layers to GPU")

@@ -1,4 +1,4 @@
-"""A tiny random-weight llama-architecture GGUF for smoke tests (reference build.md §5).
+"""A tiny random-weight llama-architecture GGUF for smoke tests (docs/llama-build-notes.md §5).
 
 Needs the `gguf` package and numpy (test/build-time dependencies). The product ships the file this writes as
 ``resources/models/tiny-llama-q8_0.gguf`` so that a smoke test on a user's machine needs neither.

@@ -1,6 +1,6 @@
 """Resumable, verified downloads: `.part` + sidecar, sha256 while streaming, Range/If-Range, retries, mirrors.
 
-The rules (reference style guide §2.6):
+The rules:
 - bytes stream into `<dest>.part`; a sidecar `<dest>.part.json` records URL, ETag, Last-Modified and size so a
   later run can resume; the file only becomes `<dest>` (``os.replace``) after size and sha256 match;
 - resuming re-hashes the bytes already on disk and sends ``Range`` plus ``If-Range``; a ``200`` reply means the

@@ -1,8 +1,9 @@
 """Real llama.cpp builds for the tests, cached in persistent_test_cache() between runs.
 
-Source: the llama-cpp-python 0.3.36 sdist from PyPI (vendors llama.cpp commit 0c1e57098, build.md §1), fetched
-with pip on a fresh machine. Every build goes through the product's own prepare_source / plan_build /
-run_build, so a second run re-uses the source tree and the build directories (Ninja has nothing to do).
+Source: the llama-cpp-python 0.3.36 sdist from PyPI (vendors llama.cpp commit 0c1e57098,
+docs/llama-build-notes.md §1), fetched with pip on a fresh machine. Every build goes through the product's own
+prepare_source / plan_build / run_build, so a second run re-uses the source tree and the build directories (Ninja
+has nothing to do).
 
 Run `python -m tests.core.builder.realbuild` to warm the cache outside pytest.
 """

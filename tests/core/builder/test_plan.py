@@ -224,7 +224,7 @@ def test_cuda_arch_strings() -> None:
         cuda_arch("sm_37")
 
 
-# Real configure output lines (build.md §2.1) against the plan they should match.
+# Real configure output lines (docs/llama-build-notes.md §2.1) against the plan they should match.
 GOOD = "-- Adding CPU backend variant ggml-cpu: -msse4.2;-mf16c;-mavx GGML_SSE42;GGML_F16C;GGML_AVX"
 HAND = "-- Adding CPU backend variant ggml-cpu: -msse4.2;-mbmi2;-mavx GGML_SSE42;GGML_BMI2;GGML_AVX"
 NATIVE = "-- Adding CPU backend variant ggml-cpu: -march=native "

@@ -1,8 +1,9 @@
 """End to end on real llama.cpp source (llama-cpp-python 0.3.36 sdist, commit 0c1e57098), real builds, real qemu.
 
 Stand-ins (we cannot have these CPUs): `qemu-x86_64 -cpu <model>` enforces each model's instruction sets
-(build.md §3.1), so IvyBridge/SandyBridge/Westmere/Nehalem/core2duo/Opteron_G1 stand in for real old machines;
-the target CPUs' ISA comes from real /proc/cpuinfo dumps (shared/hwdata). The "official" template is our own
+(docs/llama-build-notes.md §3.1), so IvyBridge/SandyBridge/Westmere/Nehalem/core2duo/Opteron_G1 stand in for real
+old machines;
+the target CPUs' ISA comes from real /proc/cpuinfo dumps (tests/fixtures/hwdata). The "official" template is our own
 AVX2 build in LM Studio's folder shape (see realbuild.make_template_folder).
 
 Cost: cold ≈ 3.5 min on 2 cores (template 100 s, four ggml-only variant builds ≈ 18 s each), warm ≈ 30 s; the

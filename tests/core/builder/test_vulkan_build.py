@@ -1,7 +1,8 @@
 """A real Vulkan build (with the Vulkan-Headers < 1.3.272 guard patch) smoke-tested on lavapipe.
 
 lavapipe (Mesa's software Vulkan device, type CPU) is a real Vulkan implementation, so this is the real GPU
-code path; ggml skips CPU-type devices unless GGML_VK_VISIBLE_DEVICES names them (build.md §7.2) — which also
+code path; ggml skips CPU-type devices unless GGML_VK_VISIBLE_DEVICES names them (docs/llama-build-notes.md §7.2)
+— which also
 gives a real silent-CPU-fallback case that the smoke test must fail. Cold cost ≈ 5 min (about 190 shaders),
 warm a few seconds plus ≈ 20 s of lavapipe pipeline compilation.
 """

@@ -1,4 +1,4 @@
-"""Hardware reports for catalog/patch tests, from recorded real data (../shared/hwdata).
+"""Hardware reports for catalog/patch tests, from recorded real data (tests/fixtures/hwdata).
 
 The CPU comes from a saved /proc/cpuinfo and the Vulkan GPU from a recorded vulkan.gpuinfo.org report;
 only their combination in one machine is made up.
