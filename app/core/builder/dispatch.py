@@ -41,7 +41,7 @@ from __future__ import annotations
 import bisect
 import re
 import struct
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import capstone
@@ -158,8 +158,9 @@ for _base in ("si", "di", "bp", "sp"):
 for _n in range(8, 16):
     for _r in (f"r{_n}", f"r{_n}d", f"r{_n}w", f"r{_n}b"):
         _REG_FAMILY[_r] = f"r{_n}"
-# Caller-saved in either ABI (Windows x64 keeps rsi/rdi, System V does not): a call clears their taint.
-_VOLATILE = frozenset({"rax", "rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11"})
+# Caller-saved registers: a call clears their taint (Windows x64 keeps rsi/rdi, System V does not).
+_VOLATILE_SYSV = frozenset({"rax", "rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11"})
+_VOLATILE_WIN64 = frozenset({"rax", "rcx", "rdx", "r8", "r9", "r10", "r11"})
 _MEM_RE = re.compile(r"\[(\w+)( \+ \w+\*\d)?(?: ([+-]) (0x[0-9a-f]+|\d+))?\]")
 _RIP_RE = re.compile(r"\[rip ([+-]) (0x[0-9a-f]+|\d+)\]")
 _SIZE = {"byte": 1, "word": 2, "dword": 4, "qword": 8, "xmmword": 16, "ymmword": 32, "zmmword": 64}
@@ -185,6 +186,7 @@ class Image:
     data: list[tuple[int, int, bytes]] = field(default_factory=list)
     pointed: set[int] = field(default_factory=set)
     pointers: dict[int, int] = field(default_factory=dict)  # relocated slot -> the data address it holds
+    win64: bool = False  # Windows x64 calling convention (PE) rather than System V (ELF)
 
     def initially_zero(self, addr: int, size: int = 4) -> bool:
         for d0, d1, raw in self.data:
@@ -264,6 +266,7 @@ class _Code:
         self.swept = [(lst[0][0], [x[0] for x in lst], lst) for lst in (swept or []) if lst]
         self.swept.sort()
         self.interesting: Callable[[int, str], bool] = lambda _a, _m: False
+        self.getters: frozenset[int] = frozenset()  # functions that return a flag (see `_flag_getters`)
 
     def contains(self, addr: int) -> bool:
         i = bisect.bisect_right(self.starts, addr) - 1
@@ -332,6 +335,8 @@ class _Code:
                 t = _imm_target(o)
                 if t is not None:
                     refs.append(t)
+                    if t in self.getters:
+                        reads_flag = True
             if m[0] == "j" or m.startswith("loop"):
                 last, target = m, _imm_target(o)
                 if m == "jmp":
@@ -475,9 +480,12 @@ def analyse_guards(
             return near_flag(image.pointers[addr])
         return is_flag(addr) or is_zero(addr)
 
+    volatile = _VOLATILE_WIN64 if image.win64 else _VOLATILE_SYSV
     fn_starts = {f[0] for f in image.functions}
     code = _Code(image, fn_starts, swept)
     code.interesting = interesting
+    code.getters = _flag_getters(code, call_sites, near_flag, is_flag)
+    stats["getters"] = len(code.getters)
     roots = set(image.entries) | image.data_refs | {f for f in fn_starts if f not in referenced}
 
     unguarded: set[int] = set()  # block starts reached without crossing a flag test
@@ -504,7 +512,9 @@ def analyse_guards(
             cc: str | None = None
             picked: set[int] = set()
             if taint or blk.reads_flag:
-                taint, cc, picked = _track(blk.insns, set(taint), is_flag, is_zero, image.pointers)
+                taint, cc, picked = _track(
+                    blk.insns, set(taint), is_flag, is_zero, image.pointers, code.getters, volatile
+                )
                 guard_seeds.extend(picked)
             work.extend((r, empty) for r in blk.refs if r not in picked)
             if not blk.last:
@@ -579,12 +589,51 @@ def analyse_guards(
     return GuardResult(result, flags, stats, set(seen))
 
 
+_GETTER_MAX = 12  # instructions: a flag getter is a tiny leaf function
+
+
+def _flag_getters(
+    code: _Code, call_sites: Mapping[int, list[int]], near_flag: Callable[[int], bool], is_flag: Callable[[int], bool]
+) -> frozenset[int]:
+    """Called functions that just read a flag and return it (numpy's `npy_cpu_have(id)`: bounds check, then
+    `lea rcx, [rip + npy__cpu_have]; movzx eax, byte ptr [rax + rcx]; ret`)."""
+    out: set[int] = set()
+    for target in call_sites:
+        ptrs: set[str] = set()
+        reads = False
+        for a, s, m, o in code.linear(target, _GETTER_MAX):
+            if " " in m:
+                m = strip_prefix(m)
+            if m in ("call", "jmp") or m.startswith("v"):
+                break
+            if m == "ret":
+                if reads:
+                    out.add(target)
+                break
+            if "[rip" in o:
+                t = rip_target(o, a + s)
+                if t is not None:
+                    if m == "lea" and near_flag(t):
+                        fam = _REG_FAMILY.get(o.split(", ", 1)[0])
+                        if fam:
+                            ptrs.add(fam)
+                    elif is_flag(t):
+                        reads = True
+            elif ptrs and "[" in o:
+                mem = o[o.index("[") + 1 : o.index("]")] if "]" in o else ""
+                if any(_REG_FAMILY.get(r.split("*")[0].strip()) in ptrs for r in mem.split("+")):
+                    reads = True
+    return frozenset(out)
+
+
 def _track(
     insns: list[Insn],
     taint: set[str],
     is_flag: Callable[[int], bool],
     is_zero: Callable[[int], bool],
     pointers: dict[int, int],
+    getters: frozenset[int] = frozenset(),
+    volatile: frozenset[str] = _VOLATILE_SYSV,
 ) -> tuple[frozenset[str], str | None, set[int]]:
     """Follow which registers hold a flag value through a block; return them, what the final condition
     codes came from: "flag" (the block's conditional branch is a flag test), "zero" (a compare that found a
@@ -599,9 +648,11 @@ def _track(
         if " " in m:
             m = strip_prefix(m)
         if m == "call":
-            taint -= _VOLATILE
-            zero -= _VOLATILE
+            taint -= volatile
+            zero -= volatile
             cc = None
+            if _imm_target(o) in getters:
+                taint.add("rax")  # `npy_cpu_have(AVX2)`-style getter: its result is a flag
             continue
         rip = rip_target(o, a + s) if "rip" in o else None
         ops = o.split(", ")
@@ -674,7 +725,7 @@ def pe_image(pe: object, sections: list[tuple[int, bytes]]) -> Image:
 
     assert isinstance(pe, pefile.PE)
     base = pe.OPTIONAL_HEADER.ImageBase
-    img = Image(sections)
+    img = Image(sections, win64=True)
     code = _Code(img, set())
     if pe.OPTIONAL_HEADER.AddressOfEntryPoint:
         img.entries.add(base + pe.OPTIONAL_HEADER.AddressOfEntryPoint)
