@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 CATALOG_FILE = "catalog.json"
 CATALOG_ENV = "LMS_UNLOCKED_CATALOG"
 # The GitHub repository whose `backends` release the backends workflow (.github/workflows/backends.yml) refreshes on
-# every run: the release always holds the latest catalog, its signature and the archives it names.
+# every run: the release always holds the latest catalog, its signature and the archives it names. It must name the
+# repository the workflow runs in (the project's public home; set it when the repository is published).
 RELEASE_REPOSITORY = "lms-unlocked/lms-unlocked"
 RELEASE_TAG = "backends"
 DEFAULT_CATALOG_URL = f"https://github.com/{RELEASE_REPOSITORY}/releases/download/{RELEASE_TAG}/{CATALOG_FILE}"

@@ -229,15 +229,16 @@ def plan_from(
     summary = _archive_summary(path, limits)
     ip: InstallPlan | None = None
     chk: InstallCheck | None = None
+    overlay: OverlaySpec | None = None
     if dry_run:
         if expected:
             _verify_local(path, expected, None)
         staging = new_staging_dir()
         try:
             res = extract_archive(path, staging, limits=limits)
-            spec = read_overlay(res.root)
-            if spec is not None:
-                require_base(h, spec)
+            overlay = read_overlay(res.root)
+            if overlay is not None:
+                require_base(h, overlay)
             else:
                 ip = plan_install(h, res.root, select=select)
                 chk = check_install(res.root, install_target(h, report, app_version=app_version))
@@ -256,6 +257,7 @@ def plan_from(
         report=report,
         force=force,
         app_version=app_version,
+        overlay=overlay,  # shown by describe(); execution reads the archive again
     )
 
 

@@ -218,6 +218,8 @@ def test_overlay_archive_from_file_and_entry_mismatch(tmp_path: Path, home: Path
     """`install --from` an overlay archive works the same way; an archive that is not the entry's is refused."""
     cat = load_catalog(published, public_key_path=TEST_PUB)
     archive = published / cat.entries[0].url
+    dry = plan_from(str(archive), home=home, report=ivybridge_cpu_only(), dry_run=True)
+    assert any(f"apply the overlay {OURS} on your official {OFFICIAL}" in line for line in dry.describe())
     res = execute_obtain(plan_from(str(archive), home=home, report=ivybridge_cpu_only()))
     assert res.install.ident == OURS and res.proof is not None
     # A signed entry whose `base` is not the one described inside its archive: refused after the download.
