@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import shutil
 from typing import Any
 
 
@@ -98,3 +100,34 @@ class SubprocessFailed(UnlockedError):
         d["returncode"] = self.returncode
         d["log_path"] = self.log_path
         return d
+
+
+class DiskError(UnlockedError):
+    """The disk said no: full, read-only, permission denied or an I/O error (see :func:`disk_error`)."""
+
+    code = "disk-error"
+
+
+def disk_error(exc: OSError, *, doing: str, where: str, outcome: str = "") -> DiskError:
+    """A typed error that says what the disk refused and where, instead of an internal error.
+
+    ``doing``: what we were doing ("installing X"); ``where``: the folder concerned; ``outcome``: what state
+    things were left in ("nothing was changed"), put first in the hint.
+    """
+    path = str(exc.filename or where)
+    first = f"{outcome}; " if outcome else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        try:
+            free = f" ({shutil.disk_usage(where).free / 1e6:.0f} MB free now)"
+        except OSError:
+            free = ""
+        return DiskError(f"{doing} failed: the disk that holds {where} is full", context=path,
+                         hint=f"{first}free some space on it{free} and try again")
+    if exc.errno == errno.EROFS:
+        return DiskError(f"{doing} failed: {where} is on a read-only file system", context=path,
+                         hint=f"{first}remount it read-write (or use a writable LM Studio home) and try again")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return DiskError(f"{doing} failed: permission denied for {path}", context=path,
+                         hint=f"{first}fix the permissions of {where} (or run as the user who owns it)")
+    return DiskError(f"{doing} failed: {exc.strerror or exc} ({path})", context=path,
+                     hint=f"{first}check the disk that holds {where} and try again")

@@ -16,11 +16,13 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.core.errors import DiskError, disk_error
 from app.core.lmstudio.backends import (
     MANIFEST_FILE,
     PROVENANCE_FILE,
@@ -41,6 +43,7 @@ from app.core.lmstudio.home import LmsHome, as_home
 from app.core.lmstudio.journal import (
     HomeBusy,
     Journal,
+    JournalError,
     Op,
     Transaction,
     fault_point,
@@ -57,6 +60,8 @@ from app.core.lmstudio.provenance import read_provenance, write_provenance
 from app.core.userfile import UserFileError, read_json
 
 INSTALLED_FILE = "installed.json"
+NO_SPACE = "not enough free space"
+SPACE_MARGIN = 16 * 1024 * 1024
 ProcessLister = Callable[[LmsHome], list[LmsProcess]]
 
 
@@ -72,7 +77,12 @@ def recover_holding_lock(home: LmsHome) -> list[str]:
     msgs: list[str] = []
     journal = Journal(home.path)
     pending = journal.pending()
-    msg = journal.recover()
+    try:
+        msg = journal.recover()
+    except OSError as exc:
+        d = disk_error(exc, doing="finishing an interrupted change", where=str(home.path),
+                       outcome=f"the change stays pending in {journal.path}; it is finished at the next start")
+        raise JournalError(d.message, context=d.context, hint=d.hint) from None
     if msg:
         msgs.append(msg)
     keep = [str(pending.get("txid"))] if pending and not msg else []
@@ -223,9 +233,10 @@ def validate_backend_folder(folder: Path, home: LmsHome | Path | str) -> Validat
         free = shutil.disk_usage(h.path).free if h.path.exists() else None
     except OSError:
         free = None
-    if free is not None and free < need + 16 * 1024 * 1024:
+    if free is not None and free < need + SPACE_MARGIN:
         problems.append(
-            f"not enough free space in {h.path}: the staged copy needs {need / 1e6:.0f} MB, {free / 1e6:.0f} MB free"
+            f"{NO_SPACE} in {h.path}: the staged copy needs {(need + SPACE_MARGIN) / 1e6:.0f} MB, "
+            f"{free / 1e6:.0f} MB free"
         )
     for pkg in info.vendor_packages:
         if not (h.backends_dir / "vendor" / pkg).is_dir():
@@ -313,6 +324,13 @@ def plan_install(
     h = as_home(home)
     _require_home(h)
     v = validate_backend_folder(folder, h)
+    space = [p for p in v.problems if p.startswith(NO_SPACE)]
+    if space:  # the disk's problem, not the folder's
+        raise DiskError(
+            f"cannot install {v.info.ident or folder}: {space[0]}",
+            context=str(h.path),
+            hint="nothing was changed; free some space on the disk that holds the LM Studio home and try again",
+        )
     if not v.ok:
         raise InvalidBackendFolder(
             f"{folder} cannot be installed as an LM Studio backend ({len(v.problems)} problem(s))",
@@ -408,6 +426,19 @@ def _records_write_op(home: LmsHome, txdir: Path, records: list[dict[str, Any]])
     return Op("write", str(new_file), str(path), orig)
 
 
+@contextmanager
+def _prepare(doing: str, home: LmsHome, txid: str) -> Iterator[None]:
+    """Preparing a transaction (staging, new file contents, backups of files) touches nothing LM Studio sees:
+    a disk that fails here (full, read-only, I/O error) is a typed error, and what was prepared is removed."""
+    sd = state_dir(home.path)
+    try:
+        yield
+    except OSError as exc:
+        shutil.rmtree(sd / "tx" / txid, ignore_errors=True)
+        shutil.rmtree(sd / "backups" / txid, ignore_errors=True)
+        raise disk_error(exc, doing=doing, where=str(sd), outcome="nothing in LM Studio's folder was changed") from None
+
+
 def _fresh_txid(sd: Path, planned: str, kind: str) -> str:
     """The plan's transaction id (so the dry run named the real paths), unless it was used already."""
     if planned and not (sd / "tx" / planned).exists() and not (sd / "backups" / planned).exists():
@@ -444,24 +475,16 @@ def execute_install(
         info.setdefault("backend", fresh.ident)
         info["installed_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         info["transaction"] = txid
-        try:
+        with _prepare(f"installing {fresh.ident}", h, txid):
             staged.parent.mkdir(parents=True)
             copy_tree_exact(plan.source, staged, skip=frozenset({PROVENANCE_FILE}))
             written = write_provenance(staged, info)
             fault_point("install:staging")
             ops = _install_ops(h, plan, fresh, staged, txid, info["installed_at"])
-        except OSError as exc:
-            shutil.rmtree(txdir, ignore_errors=True)
-            shutil.rmtree(sd / "backups" / txid, ignore_errors=True)  # the preferences copy, if taken
-            raise InstallFailed(
-                f"could not stage {plan.source}: {exc.strerror or exc}",
-                context=str(txdir),
-                hint="nothing in LM Studio's folder was changed; free disk space or fix permissions and try again",
-            ) from None
-        if not read_backend(staged).valid:
-            shutil.rmtree(txdir, ignore_errors=True)
-            raise InvalidBackendFolder(f"the staged copy of {plan.source} does not read back as a backend")
-        fault_point("install:prepared")
+            if not read_backend(staged).valid:
+                shutil.rmtree(txdir, ignore_errors=True)
+                raise InvalidBackendFolder(f"the staged copy of {plan.source} does not read back as a backend")
+            fault_point("install:prepared")
         commit = len(fresh.replaces) + 1  # roll forward once the staged folder's move-in is recorded
         Journal(h.path).run(
             Transaction(txid, "install", tuple(ops), commit, cleanup=(str(txdir),), summary=f"install {fresh.ident}")
@@ -628,26 +651,27 @@ def execute_uninstall(plan: UninstallPlan, *, processes: ProcessLister = _defaul
         txid = _fresh_txid(sd, plan.txid, "uninstall")
         txdir = sd / "tx" / txid
         backups = sd / "backups" / txid
-        txdir.mkdir(parents=True)
         kept = backups / "removed" / plan.info.folder.name
-        ops = [Op("rename", str(plan.info.folder), str(kept))]
-        for src, dst in plan.restores:
-            ops.append(Op("rename", str(src), str(dst)))
-        if plan.prefs_change is not None:
-            fmt, name, version = plan.prefs_change
-            doc, _entries = load_preferences(h)
-            new_prefs = with_selection(doc.data if doc else [], fmt, name, version)
-            if not new_prefs and plan.prefs_created:  # our install created the file: leave no `[]` behind
-                ops.append(_prefs_delete_op(h, backups))
+        with _prepare(f"uninstalling {plan.ident}", h, txid):
+            txdir.mkdir(parents=True)
+            ops = [Op("rename", str(plan.info.folder), str(kept))]
+            for src, dst in plan.restores:
+                ops.append(Op("rename", str(src), str(dst)))
+            if plan.prefs_change is not None:
+                fmt, name, version = plan.prefs_change
+                doc, _entries = load_preferences(h)
+                new_prefs = with_selection(doc.data if doc else [], fmt, name, version)
+                if not new_prefs and plan.prefs_created:  # our install created the file: leave no `[]` behind
+                    ops.append(_prefs_delete_op(h, backups))
+                else:
+                    ops.append(_prefs_write_op(h, txdir, backups, new_prefs, doc))
+            records = installed_records(h, strict=True)
+            if plan.record_txid:  # pop this install's record only: older installs of the folder stay restorable
+                records = [r for r in records if r.get("txid") != plan.record_txid]
             else:
-                ops.append(_prefs_write_op(h, txdir, backups, new_prefs, doc))
-        records = installed_records(h, strict=True)
-        if plan.record_txid:  # pop this install's record only: older installs of the folder stay restorable
-            records = [r for r in records if r.get("txid") != plan.record_txid]
-        else:
-            records = [r for r in records if r.get("folder") != plan.info.folder.name]
-        ops.append(_records_write_op(h, txdir, records))
-        fault_point("uninstall:prepared")
+                records = [r for r in records if r.get("folder") != plan.info.folder.name]
+            ops.append(_records_write_op(h, txdir, records))
+            fault_point("uninstall:prepared")
         Journal(h.path).run(
             Transaction(txid, "uninstall", tuple(ops), 1, cleanup=(str(txdir),), summary=f"uninstall {plan.ident}")
         )
@@ -739,10 +763,12 @@ def execute_select(plan: SelectPlan, *, processes: ProcessLister = _default_proc
         sd = state_dir(h.path)
         txid = _fresh_txid(sd, plan.txid, "select")
         txdir = sd / "tx" / txid
-        txdir.mkdir(parents=True)
-        doc, _entries = load_preferences(h)
-        new = with_selection(doc.data if doc else [], plan.model_format, plan.info.name, plan.info.version)
-        op = _prefs_write_op(h, txdir, sd / "backups" / txid, new, doc)
+        with _prepare(f"selecting {plan.ident}", h, txid):
+            txdir.mkdir(parents=True)
+            doc, _entries = load_preferences(h)
+            new = with_selection(doc.data if doc else [], plan.model_format, plan.info.name, plan.info.version)
+            op = _prefs_write_op(h, txdir, sd / "backups" / txid, new, doc)
+            fault_point("select:prepared")
         Journal(h.path).run(
             Transaction(txid, "select", (op,), 1, cleanup=(str(txdir),), summary=f"select {plan.ident}")
         )

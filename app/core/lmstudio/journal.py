@@ -25,6 +25,7 @@ Tests kill the process at named points through the ``LMS_UNLOCKED_FAULT`` enviro
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -38,9 +39,12 @@ from typing import Any
 
 import filelock
 
+from app.core.errors import disk_error
 from app.core.lmstudio.errors import LmStudioError
 from app.core.lmstudio.jsondoc import atomic_write_bytes, fsync_dir
 from app.core.userfile import UserFileError, read_json
+
+log = logging.getLogger(__name__)
 
 STATE_DIR_NAME = ".lms-unlocked"
 JOURNAL_FILE = "journal.json"
@@ -208,8 +212,8 @@ class Journal:
             "done": 0,
             "pid": os.getpid(),
         }
-        self._write(state)
         try:
+            self._write(state)
             fault_point(f"{tx.kind}:journal")
             for i, op in enumerate(tx.ops):
                 _do(op)
@@ -226,6 +230,10 @@ class Journal:
                     f"{tx.summary or tx.kind} failed ({exc}) and could not be undone ({exc2})",
                     hint=f"the journal {self.path} is kept; run `lms-unlocked repair` once the cause is fixed",
                 ) from exc
+            if isinstance(exc, OSError):
+                d = disk_error(exc, doing=tx.summary or tx.kind, where=str(self.home_path),
+                               outcome=outcome or "nothing was changed")
+                raise JournalError(d.message, context=d.context, hint=d.hint) from exc
             raise JournalError(
                 f"{tx.summary or tx.kind} failed: {exc}",
                 hint=f"{outcome or 'nothing was changed'}; fix the cause (disk full, permissions) and try again",
@@ -233,8 +241,13 @@ class Journal:
         self._finish(state)
 
     def _finish(self, state: dict[str, Any]) -> None:
-        os.unlink(self.path)
-        fault_point(f"{state.get('kind')}:finished")
+        """The change is complete once its last operation is recorded: nothing here may fail it."""
+        try:
+            os.unlink(self.path)
+            fault_point(f"{state.get('kind')}:finished")
+        except OSError as exc:  # the journal stays; the next start re-runs its (idempotent) operations
+            log.warning("%s is complete, but its journal %s could not be removed: %s", state.get("txid"), self.path,
+                        exc)
         for p in state.get("cleanup", []):
             shutil.rmtree(self._abs(str(p)), ignore_errors=True)
 
@@ -281,12 +294,14 @@ def home_lock(home_path: Path) -> Iterator[None]:
     d = state_dir(home_path)
     try:
         d.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
+    except FileExistsError:
         raise HomeBusy(
-            f"cannot create lms-unlocked's folder {d}: {exc.strerror or exc}",
+            f"cannot create lms-unlocked's folder {d}: a file is in the way",
             hint=f"{d} must be a writable folder (it holds staging, backups and the journal); move away whatever "
             "is there and check the permissions of the LM Studio home",
         ) from None
+    except OSError as exc:
+        raise _unwritable(exc, home_path, d) from None
     path = d / LOCK_FILE
     lock = filelock.FileLock(str(path), timeout=_lock_wait(), is_singleton=False)
     try:
@@ -302,10 +317,7 @@ def home_lock(home_path: Path) -> Iterator[None]:
             hint="wait for it to finish, then try again",
         ) from None
     except OSError as exc:
-        raise HomeBusy(
-            f"cannot lock {path}: {exc.strerror or exc}",
-            hint=f"{d} must be a writable folder on a local disk",
-        ) from None
+        raise _unwritable(exc, home_path, path) from None
     try:
         try:
             with open(path, "r+", encoding="ascii") as fh:  # for the message above only; the lock is the flock
@@ -315,6 +327,12 @@ def home_lock(home_path: Path) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+def _unwritable(exc: OSError, home_path: Path, what: Path) -> HomeBusy:
+    d = disk_error(exc, doing=f"changing the LM Studio home {home_path}", where=str(home_path),
+                   outcome="nothing was changed")
+    return HomeBusy(d.message, context=str(what), hint=d.hint + f" ({what} must be writable)")
 
 
 def orphan_tx_dirs(home_path: Path, keep: Sequence[str] = ()) -> list[Path]:

@@ -29,6 +29,7 @@ from app.core.lmstudio.prefs import selected_for
 from app.core.userfile import UserFileError, json_depth, read_bounded, read_json
 from tests.conftest import REPO
 from tests.lmstudio_homes import make_home, prepare_our_backend, tree_hashes
+from tests.mounts import mount_namespace_problem, read_only, run_with_mounts, tmpfs_copy
 
 NONE = {"processes": lambda _h: []}
 OURS = "llama.cpp-linux-x86_64-avx1-unlocked"
@@ -293,3 +294,57 @@ def test_doctor_finds_every_listed_library_that_is_not_a_regular_file(tmp_path: 
     found = [f for f in diagnose(home, report=None, processes=lambda _h: []) if f.code == "missing-library"]
     assert str(folder / rel) in [f.target for f in found], found
     assert found[0].severity == "error" and "re-download" in found[0].fix
+
+
+# ------------------------------------------------------------------------------------------- 5. full / read-only
+
+_CHECKED = r"""
+import json, subprocess, sys
+from pathlib import Path
+from tests.lmstudio_homes import tree_hashes
+home = Path(sys.argv[1])
+before = tree_hashes(home, exclude=(".lms-unlocked",))
+r = subprocess.run(sys.argv[2:], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+after = tree_hashes(home, exclude=(".lms-unlocked",))
+print(json.dumps({"rc": r.returncode, "out": r.stdout, "err": r.stderr, "same": before == after}))
+"""
+
+
+@pytest.mark.skipif(bool(mount_namespace_problem()), reason=mount_namespace_problem() or "n/a")
+@pytest.mark.parametrize("disk", ["read-only", "full"])
+@pytest.mark.parametrize("command", ["list", "select", "install", "uninstall"])
+def test_full_or_read_only_home_says_what_and_where_and_changes_nothing(
+    tmp_path: Path, disk: str, command: str
+) -> None:
+    """A real read-only bind mount / a real 8 MB tmpfs filled to the last block, in a private mount namespace."""
+    base = tmp_path / "disk"
+    base.mkdir()
+    home = make_home(base, prefs=[{"model_format": "gguf", "name": "llama.cpp-linux-x86_64-avx2",
+                                   "version": "2.14.0"}])
+    _install(home, prepare_our_backend(tmp_path / "a"))
+    src = prepare_our_backend(tmp_path / "b", payload=os.urandom(256 * 1024))
+    args = {
+        "list": ["list", "--no-probe"],
+        "select": ["select", f"{OURS}@2.14.0"],
+        "install": ["install", "--from", str(src)],
+        "uninstall": ["uninstall", f"{OURS}@2.14.0"],
+    }[command]
+    if disk == "read-only":
+        mounts = [read_only(home)]
+    else:
+        mounts = [tmpfs_copy(base, "8m"), f"(dd if=/dev/zero of={base}/filler bs=4k 2>/dev/null; true)"]
+    env = dict(os.environ, LMS_UNLOCKED_LOG_DIR=str(tmp_path / "log"), LMS_UNLOCKED_DATA_DIR=str(tmp_path / "data"))
+    r = run_with_mounts(mounts, [sys.executable, "-c", _CHECKED, str(home), sys.executable, "-m", "app", *args,
+                                 "--home", str(home)], env=env, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert "internal error" not in res["err"] and "Traceback" not in res["err"], res["err"]
+    assert res["same"], f"{command} on a {disk} home changed what LM Studio sees"
+    if command == "list":
+        assert res["rc"] == 0, res["err"]
+        return
+    assert res["rc"] in (1, 2), res
+    words = "read-only" if disk == "read-only" else ("full" if command != "install" else "free space")
+    assert words in res["err"].lower(), res["err"]
+    assert str(home) in res["err"], res["err"]
+    assert not list((tmp_path / "log").glob("crash-*")) if (tmp_path / "log").exists() else True
