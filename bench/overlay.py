@@ -37,7 +37,6 @@ from app.core.fetch.obtain import execute_obtain, plan_from_catalog  # noqa: E40
 from app.core.fetch.publish import publish  # noqa: E402
 from app.core.hardware.probe import probe_hardware  # noqa: E402
 from app.core.lmstudio.clone import copy_tree_exact  # noqa: E402
-from app.core.lmstudio.provenance import write_provenance  # noqa: E402
 from tests.conftest import FIXTURES, HWDATA, LMSTUDIO_REAL  # noqa: E402
 from tests.httpserver import LocalHTTPServer  # noqa: E402
 from tests.lmstudio_homes import make_home  # noqa: E402
@@ -105,26 +104,9 @@ def without_provenance(built: Path) -> Path:
 
 
 def real_data(tmp: Path, n: int) -> None:
-    import py7zr
+    from tests.core.fetch.overlay_packs import real_windows_pair
 
-    src = {}
-    for kind in ("avx", "noavx"):
-        with py7zr.SevenZipFile(LMSTUDIO_REAL / f"llama.cpp-win-x86_64-{kind}-1.48.0.7z") as z:
-            z.extractall(tmp / kind)
-        src[kind] = next((tmp / kind).iterdir())
-    template = tmp / "templates" / "llama.cpp-win-x86_64-avx2-1.48.0"
-    shutil.copytree(src["avx"], template)
-    m = json.loads((template / "backend-manifest.json").read_text(encoding="utf-8-sig"))
-    m["name"] = "llama.cpp-win-x86_64-avx2"  # the official name it was cloned from
-    (template / "backend-manifest.json").write_text(json.dumps(m, indent=2))
-    built = tmp / "built" / "llama.cpp-win-x86_64-noavx-unlocked-1.48.0"
-    shutil.copytree(src["noavx"], built)
-    m = json.loads((built / "backend-manifest.json").read_text(encoding="utf-8-sig"))
-    m["name"] = "llama.cpp-win-x86_64-noavx-unlocked"
-    m["cpu"]["instruction_set_extensions"] = ["AVX"]  # never "" in a pack of ours (LM Studio shows it incompatible)
-    (built / "backend-manifest.json").write_text(json.dumps(m, indent=2))
-    write_provenance(built, {"variant": "noavx", "template": "llama.cpp-win-x86_64-avx2@1.48.0",
-                             "replaced": ["ggml-base.dll", "ggml-cpu.dll"], "added": []})
+    template, built = real_windows_pair(LMSTUDIO_REAL, tmp)
     compare("real data: Windows 1.48.0 CPU pack (theIvanR's folders, ../shared/lmstudio-real)", built, template,
             tmp, n, force=True, smoke=False, prepare_full=without_provenance)
 

@@ -14,7 +14,9 @@ STOOD IN: LM Studio's other closed binaries (text files, tests/lmstudio_homes.py
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -90,3 +92,30 @@ def built_backend(out: Path, pack: Path, libs: Path, *, ggml_src: str = AVX_SRC,
         "generic": True,
     })
     return dest
+
+
+def real_windows_pair(archives: Path, tmp: Path) -> tuple[Path, Path]:
+    """(template, built) from LM Studio's real Windows 1.48.0 CPU pack (../shared/lmstudio-real, never copied into
+    the repository): theIvanR's `avx` folder stands in for the official template (its LM Studio binaries are the
+    official ones; named back to `llama.cpp-win-x86_64-avx2`), the `noavx` folder made from the same pack (its
+    `ggml-base.dll` and `ggml-cpu.dll` rebuilt) stands in for our build, with our name, ISE ["AVX"] and provenance."""
+    import py7zr
+
+    src = {}
+    for kind in ("avx", "noavx"):
+        with py7zr.SevenZipFile(archives / f"llama.cpp-win-x86_64-{kind}-1.48.0.7z") as z:
+            z.extractall(tmp / kind)
+        src[kind] = next((tmp / kind).iterdir())
+    template = tmp / "templates" / "llama.cpp-win-x86_64-avx2-1.48.0"
+    built = tmp / "built" / "llama.cpp-win-x86_64-noavx-unlocked-1.48.0"
+    for folder, origin, name in ((template, src["avx"], "llama.cpp-win-x86_64-avx2"),
+                                 (built, src["noavx"], "llama.cpp-win-x86_64-noavx-unlocked")):
+        shutil.copytree(origin, folder)
+        m = json.loads((folder / "backend-manifest.json").read_text(encoding="utf-8-sig"))
+        m["name"] = name
+        if folder == built:
+            m["cpu"]["instruction_set_extensions"] = ["AVX"]  # never "" in a pack of ours
+        (folder / "backend-manifest.json").write_text(json.dumps(m, indent=2))
+    write_provenance(built, {"variant": "noavx", "template": "llama.cpp-win-x86_64-avx2@1.48.0",
+                             "replaced": ["ggml-base.dll", "ggml-cpu.dll"], "added": []})
+    return template, built

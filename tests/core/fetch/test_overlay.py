@@ -269,3 +269,41 @@ def test_a_path_outside_the_folder_in_the_description_is_refused(tmp_path: Path,
         doc["added"] = [*doc["added"], "sub/../../escape"]
     with pytest.raises(OverlayError, match="not a relative path inside the backend folder"):
         OverlaySpec.from_dict(doc, source="t")
+
+
+@pytest.mark.lmstudio_real
+def test_real_windows_pack_overlay_carries_none_of_lm_studios_binaries(lmstudio_real: Path, tmp_path: Path) -> None:
+    """On LM Studio's real 1.48.0 Windows pack (tests/core/fetch/overlay_packs.real_windows_pair): the overlay holds
+    the two rebuilt DLLs and our two JSON files only; applied on a home that has the official pack, the ABI guard
+    reads the real PE import tables of LM Studio's kept binaries, and the installed folder equals the built one."""
+    from tests.core.fetch.overlay_packs import real_windows_pair
+
+    template, built = real_windows_pair(lmstudio_real, tmp_path / "real")
+    out = tmp_path / "cat"
+    res = publish(built, out, template=template, key_path=TEST_KEY, audit=False)
+    assert sorted(res.entry.base["replaced"]) == ["backend-manifest.json", "display-data.json", "ggml-base.dll",
+                                                  "ggml-cpu.dll"]
+    with py7zr.SevenZipFile(res.archive) as z:
+        shipped = {n.split("/", 1)[1] for n in z.getnames() if "/" in n}
+    assert shipped == {*res.entry.base["replaced"], OVERLAY_FILE}
+    assert not {"llm_engine.node", "llama.dll", "lmstudiocore.dll", "liblmstudio_bindings.node"} & shipped
+    home = make_home(tmp_path, backends=[], vendor=())
+    install_official(home, template)
+    plan = plan_from_catalog(out, home=home, report=ivybridge_cpu_only(), entry_ident=res.entry.ident,
+                             public_key_path=TEST_PUB, force=True)  # a Windows pack judged on this Linux host
+    got = execute_obtain(plan)
+    assert file_digests(got.install.dest) == file_digests(built)
+    assert got.proof is not None and "from our 2 file(s) is exported" in got.proof.abi
+    assert got.proof.smoke.startswith("smoke test: not possible")
+    # The same with a ggml-base.dll that is not one (another DLL of the pack under its name): LM Studio's kept
+    # binaries import ggml-base's functions, which it does not export; refused before anything is installed.
+    shutil.copyfile(built / "ggml_llamacpp.dll", built / "ggml-base.dll")
+    out2 = tmp_path / "cat2"
+    bad = publish(built, out2, template=template, key_path=TEST_KEY, audit=False)
+    home2 = make_home(tmp_path / "h2", backends=[], vendor=())
+    install_official(home2, template)
+    plan = plan_from_catalog(out2, home=home2, report=ivybridge_cpu_only(), entry_ident=bad.entry.ident,
+                             public_key_path=TEST_PUB, force=True)
+    with pytest.raises(AbiError, match=r"ggml-base\.dll|symbol"):
+        execute_obtain(plan)
+    assert bad.entry.name + "-1.48.0" not in os.listdir(home2 / "extensions" / "backends")
