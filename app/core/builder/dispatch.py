@@ -39,6 +39,7 @@ and `lea` only).
 from __future__ import annotations
 
 import bisect
+import itertools
 import re
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -161,6 +162,26 @@ for _n in range(8, 16):
 # Caller-saved registers: a call clears their taint (Windows x64 keeps rsi/rdi, System V does not).
 _VOLATILE_SYSV = frozenset({"rax", "rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11"})
 _VOLATILE_WIN64 = frozenset({"rax", "rcx", "rdx", "r8", "r9", "r10", "r11"})
+# What a mnemonic does to control flow, cached per mnemonic string (prefixes included).
+_PLAIN, _CALL, _BRANCH, _END = 0, 1, 2, 3
+_CATEGORY: dict[str, int] = {}
+_STRIPPED: dict[str, str] = {}
+
+
+def _category(mnemonic: str) -> int:
+    m = _STRIPPED[mnemonic] = strip_prefix(mnemonic)
+    if m == "call":
+        cat = _CALL
+    elif m[0] == "j" or m.startswith("loop"):
+        cat = _BRANCH
+    elif m in _TERMINATORS:
+        cat = _END
+    else:
+        cat = _PLAIN
+    _CATEGORY[mnemonic] = cat
+    return cat
+
+
 _MEM_RE = re.compile(r"\[(\w+)( \+ \w+\*\d)?(?: ([+-]) (0x[0-9a-f]+|\d+))?\]")
 _RIP_RE = re.compile(r"\[rip ([+-]) (0x[0-9a-f]+|\d+)\]")
 _SIZE = {"byte": 1, "word": 2, "dword": 4, "qword": 8, "xmmword": 16, "ymmword": 32, "zmmword": 64}
@@ -273,26 +294,28 @@ class _Code:
         return i >= 0 and addr < self.secs[i][0] + len(self.secs[i][1])
 
     def linear(self, addr: int, limit: int) -> Iterator[Insn]:
-        i = bisect.bisect_right(self.starts, addr) - 1
-        if i < 0:
-            return
-        base, code = self.secs[i]
-        off = addr - base
-        if not 0 <= off < len(code):
-            return
-        # cs_disasm decodes `count` instructions at once (all of the buffer when 0): ask for what is needed.
-        yield from self.md.disasm_lite(code[off : off + limit * 15], addr, limit)
+        """Up to `limit` instructions from `addr` on (the linear sweep's where it has them)."""
+        return itertools.islice(self._decoded(addr), limit)
 
-    def _decoded(self, addr: int) -> Iterator[Insn]:
-        """Instructions from `addr` on: the linear sweep's when `addr` is one of its boundaries, else fresh."""
+    def _swept_at(self, addr: int) -> tuple[list[Insn], int] | None:
+        """(the sweep's instruction list, index of `addr` in it) when the linear sweep has `addr`."""
         k = bisect.bisect_right(self.swept, (addr, [addr + 1])) - 1
         if k >= 0:
             _first, addrs, insns = self.swept[k]
             j = bisect.bisect_left(addrs, addr)
             if j < len(addrs) and addrs[j] == addr:
-                for i in range(j, len(insns)):
-                    yield insns[i]
-                return
+                return (insns, j)
+        return None
+
+    def _decoded(self, addr: int) -> Iterator[Insn]:
+        """Instructions from `addr` on: the linear sweep's when `addr` is one of its boundaries, else fresh."""
+        found = self._swept_at(addr)
+        if found is not None:
+            yield from map(found[0].__getitem__, range(found[1], len(found[0])))  # islice would walk from 0
+        else:
+            yield from self._decoded_fresh(addr)
+
+    def _decoded_fresh(self, addr: int) -> Iterator[Insn]:
         i = bisect.bisect_right(self.starts, addr) - 1
         if i < 0:
             return
@@ -316,36 +339,46 @@ class _Code:
         refs: list[int] = []
         reads_flag = False
         last, target, fall = "", None, None
-        for a, s, m, o in self._decoded(addr):
-            if out and a in self.stops:
+        stops = self.stops
+        cat_of = _CATEGORY.get
+        found = self._swept_at(addr)
+        source: Iterable[Insn] = (
+            map(found[0].__getitem__, range(found[1], len(found[0])))
+            if found is not None
+            else self._decoded_fresh(addr)
+        )
+        for insn in source:
+            a, s, m, o = insn
+            if out and a in stops:
                 break
-            out.append((a, s, m, o))
-            nxt = a + s
-            fall = nxt
-            if " " in m:
-                m = strip_prefix(m)
+            out.append(insn)
+            fall = a + s
+            cat = cat_of(m)
+            if cat is None:
+                cat = _category(m)
             if "rip" in o:
-                t = rip_target(o, nxt)
+                t = rip_target(o, fall)
                 if t is not None:
                     if m == "lea" and self.contains(t):
                         refs.append(t)
-                    elif self.interesting(t, m):
+                    elif self.interesting(t, _STRIPPED[m]):
                         reads_flag = True
-            elif m == "call":
+            elif cat == _CALL:
                 t = _imm_target(o)
                 if t is not None:
                     refs.append(t)
                     if t in self.getters:
                         reads_flag = True
-            if m[0] == "j" or m.startswith("loop"):
-                last, target = m, _imm_target(o)
-                if m == "jmp":
+            if cat >= _BRANCH:
+                last = _STRIPPED[m]
+                if cat == _BRANCH:
+                    target = _imm_target(o)
+                    if last == "jmp":
+                        fall = None
+                else:
                     fall = None
                 break
-            if m in _TERMINATORS:
-                last, fall = m, None
-                break
-        if fall is not None and fall in self.stops:
+        if fall is not None and fall in stops:
             fall = None
         blk = _Block(out, refs, reads_flag, last, target, fall)
         self.blocks[addr] = blk
@@ -368,11 +401,13 @@ def _mem_operand(op: str) -> tuple[str, int, bool] | None:
     return (fam, -disp if m.group(3) == "-" else disp, bool(m.group(2)))
 
 
-def find_flag_globals(image: Image, cpuid_sites: Iterable[int], call_sites: dict[int, list[int]]) -> dict[int, int]:
+def find_flag_globals(
+    image: Image, cpuid_sites: Iterable[int], call_sites: dict[int, list[int]], code: _Code | None = None
+) -> dict[int, int]:
     """Globals stored after a cpuid/xgetbv in its function (or after a call of a helper that runs cpuid):
     address -> size. Stores through a register that holds a global's address (`lea r, [rip+X]`, or a
     pointer loaded from a relocated slot) count too: GCC's `__cpu_indicator_init` writes `__cpu_model` so."""
-    code = _Code(image, set())
+    code = code or _Code(image, set())
     flags: dict[int, int] = dict(image.flag_symbols)
     known = {f[0] for f in image.functions} | image.entries | image.data_refs | set(call_sites)
     starts = sorted(known)
@@ -449,7 +484,9 @@ def analyse_guards(
     instruction stores to or takes the address of (with `Image.data`, this finds globals that stay 0).
     """
     asked_set = set(asked)
-    flags = find_flag_globals(image, list(cpuid_sites), call_sites)
+    fn_starts = {f[0] for f in image.functions}
+    code = _Code(image, fn_starts, swept)
+    flags = find_flag_globals(image, list(cpuid_sites), call_sites, code)
     stats = {"flags": len(flags)}
     if not flags or not asked_set:
         stats.update(guarded=0)
@@ -481,8 +518,6 @@ def analyse_guards(
         return is_flag(addr) or is_zero(addr)
 
     volatile = _VOLATILE_WIN64 if image.win64 else _VOLATILE_SYSV
-    fn_starts = {f[0] for f in image.functions}
-    code = _Code(image, fn_starts, swept)
     code.interesting = interesting
     code.getters = _flag_getters(code, call_sites, near_flag, is_flag)
     stats["getters"] = len(code.getters)
