@@ -55,7 +55,7 @@ from app.core.lmstudio.journal import (
 from app.core.lmstudio.jsondoc import JsonDoc
 from app.core.lmstudio.naming import OFFICIAL_NAMES, VALID_NAME
 from app.core.lmstudio.prefs import Selection, load_preferences, selected_for, with_selection
-from app.core.lmstudio.processes import CLOSE_HINT, LmsProcess, lmstudio_processes, running_message
+from app.core.lmstudio.processes import CLOSE_HINT, LmsProcess, engines_in, lmstudio_processes, running_message
 from app.core.lmstudio.provenance import read_provenance, write_provenance
 from app.core.userfile import UserFileError, read_json
 
@@ -370,7 +370,10 @@ def plan_install(
         else:
             select = True  # the selection follows our backend instead of pointing at a folder that moved out
             warnings.append(f"the {model_format} selection moves from {before.ident} to {info.ident}")
-    if procs:
+    engines = _engines_running_from(procs, [r.folder for r in replaces])
+    if engines:
+        blocked = engines + "; " + ENGINE_HINT
+    elif procs:
         if select:
             blocked = running_message(procs) + "; " + CLOSE_HINT
         else:
@@ -439,6 +442,19 @@ def _prepare(doing: str, home: LmsHome, txid: str) -> Iterator[None]:
         raise disk_error(exc, doing=doing, where=str(sd), outcome="nothing in LM Studio's folder was changed") from None
 
 
+def _engines_running_from(procs: list[LmsProcess], folders: Sequence[Path]) -> str:
+    """'' or why moving ``folders`` out of backends/ is refused: an engine runs from one of them."""
+    for f in folders:
+        running = engines_in(procs, f)
+        if running:
+            what = ", ".join(f"{p.name} (pid {p.pid}, {p.exe})" for p in running)
+            return f"{what} is running from {f}; moving that backend away would pull it out from under the engine"
+    return ""
+
+
+ENGINE_HINT = "eject the model in LM Studio (or quit LM Studio) so the engine stops, then try again"
+
+
 def _fresh_txid(sd: Path, planned: str, kind: str) -> str:
     """The plan's transaction id (so the dry run named the real paths), unless it was used already."""
     if planned and not (sd / "tx" / planned).exists() and not (sd / "backups" / planned).exists():
@@ -464,6 +480,9 @@ def execute_install(
         fresh = plan_install(
             h, plan.source, select=plan.select, model_format=plan.model_format, processes=lambda _h: procs
         )
+        engines = _engines_running_from(procs, [r.folder for r in fresh.replaces])
+        if engines:
+            raise LmStudioRunning(engines, context=str(plan.dest), hint=ENGINE_HINT)
         if fresh.select and procs:
             raise LmStudioRunning(running_message(procs), context=str(h.path), hint=CLOSE_HINT)
         sd = state_dir(h.path)
@@ -620,8 +639,10 @@ def plan_uninstall(
         prefs_change = (fmt, name, version)
         break
     procs = processes(h)
-    blocked = ""
-    if procs:
+    blocked = _engines_running_from(procs, [b.folder])
+    if blocked:
+        blocked += "; " + ENGINE_HINT
+    elif procs:
         if prefs_change is not None:
             blocked = running_message(procs) + "; " + CLOSE_HINT
         else:
@@ -643,8 +664,12 @@ def execute_uninstall(plan: UninstallPlan, *, processes: ProcessLister = _defaul
     h = plan.home
     with home_lock(h.path):
         recover_holding_lock(h)
-        if plan.prefs_change is not None:
-            _check_running(h, processes)
+        procs = processes(h)
+        engines = _engines_running_from(procs, [plan.info.folder])
+        if engines:
+            raise LmStudioRunning(engines, context=str(plan.info.folder), hint=ENGINE_HINT)
+        if plan.prefs_change is not None and procs:
+            raise LmStudioRunning(running_message(procs), context=str(h.path), hint=CLOSE_HINT)
         if not (plan.info.folder / MANIFEST_FILE).exists() or not read_backend(plan.info.folder).ours:
             raise RefusedChange(f"{plan.info.folder} changed since the plan was made", hint="run the command again")
         sd = state_dir(h.path)

@@ -40,6 +40,7 @@ from typing import Any
 import filelock
 
 from app.core.errors import disk_error
+from app.core.lmstudio.backends import PROVENANCE_FILE
 from app.core.lmstudio.errors import LmStudioError
 from app.core.lmstudio.jsondoc import atomic_write_bytes, fsync_dir
 from app.core.userfile import UserFileError, read_json
@@ -196,6 +197,53 @@ class Journal:
                 hint=f"inspect {self.dir} by hand; backups are under {self.dir / 'backups'}",
             ) from None
 
+    def _confine(self, ops: Sequence[Op], forward: bool, cleanup: Sequence[str]) -> None:
+        """Refuse a journal that would touch anything but what a transaction of ours creates or moves.
+
+        Every path lies inside the home. Files are written or deleted only in our state folder and as LM
+        Studio's preferences file. A rename has one side in our state folder and the other a folder directly
+        in ``extensions/backends``; a folder leaves ``backends/`` only if it carries our marker. So even a
+        crafted journal cannot delete or move anything inside an official backend folder (or outside the home).
+        """
+        home = Path(os.path.abspath(self.home_path))
+        state = Path(os.path.abspath(self.dir))
+        backends = home / "extensions" / "backends"
+        prefs = home / ".internal" / "backend-preferences-v1.json"
+
+        def refuse(why: str) -> JournalError:
+            return JournalError(
+                f"the journal {self.path} asks to {why}; lms-unlocked never does that, so it does not recover it",
+                hint=f"inspect {self.dir} by hand (backups are under {self.dir / 'backups'}), then remove the journal",
+            )
+
+        def norm(p: str) -> Path:
+            q = Path(os.path.normpath(os.path.abspath(p)))
+            if not q.is_relative_to(home):
+                raise refuse(f"touch {p}, outside the LM Studio home")
+            return q
+
+        for op in ops:
+            src, dst, orig = (norm(x) if x else None for x in (op.src, op.dst, op.orig))
+            if op.kind in ("write", "delete", "rmdir"):
+                if dst is None or not (dst.is_relative_to(state) or dst == prefs):
+                    raise refuse(f"{op.kind} {op.dst}")
+                if any(x is not None and not x.is_relative_to(state) for x in (src, orig)):
+                    raise refuse(f"take the content of {op.dst} from outside its own folder")
+            elif op.kind == "rename":
+                if src is None or dst is None or src.is_relative_to(state) == dst.is_relative_to(state):
+                    raise refuse(f"move {op.src} to {op.dst}")
+                other = dst if src.is_relative_to(state) else src
+                if other.parent != backends or other.name == "vendor":
+                    raise refuse(f"move {other}, which is not a backend folder")
+                leaving = src if forward else dst  # what this recovery would move out of backends/
+                if leaving == other and _exists(other) and not (other / PROVENANCE_FILE).is_file():
+                    raise refuse(f"move {other} out of extensions/backends, which lms-unlocked did not install")
+            else:
+                raise refuse(f"do an unknown operation {op.kind!r}")
+        for c in cleanup:
+            if not norm(c).is_relative_to(state / "tx"):
+                raise refuse(f"remove {c}")
+
     def _write(self, data: dict[str, Any]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(self.path, json.dumps(data, indent=2, ensure_ascii=False).encode("utf-8"))
@@ -262,6 +310,9 @@ class Journal:
             commit = int(state.get("commit", len(ops)))
         except (TypeError, ValueError):
             raise JournalError(f"the journal {self.path} is damaged", hint=f"inspect {self.dir} by hand") from None
+        forward = done >= commit
+        self._confine(ops[done:] if forward else ops[: min(done + 1, len(ops))], forward,
+                      [self._abs(str(p)) for p in state.get("cleanup", [])])
         if done >= commit:
             for op in ops[done:]:
                 _do(op)

@@ -11,9 +11,12 @@ from pathlib import Path
 
 import psutil
 
-# Process names of the app (Linux AppImage "lm-studio", Windows "LM Studio.exe", macOS "LM Studio")
-# and of the headless daemon.
+# Process names of the app (Linux AppImage "lm-studio", Windows "LM Studio.exe", macOS "LM Studio" and its
+# Electron children "LM Studio Helper", "LM Studio Helper (GPU)", ...) and of the headless daemon. A name is
+# matched as psutil reports it, as the executable's file name, and as argv[0]'s file name (a process started
+# with another argv[0], or whose executable cannot be read, is still seen).
 APP_NAMES = frozenset({"lm studio", "lm studio.exe", "lm-studio", "lmstudio", "lmstudio.exe"})
+APP_PREFIXES = ("lm studio helper",)  # Linux truncates names to 15 characters: "LM Studio Helpe" counts too
 DAEMON_NAMES = frozenset({"llmster", "llmster.exe"})
 
 
@@ -29,12 +32,18 @@ def _norm(name: str) -> str:
     return name.strip().lower()
 
 
+def _is_app(names: set[str]) -> bool:
+    return bool(names & APP_NAMES) or any(
+        n and (n.startswith(APP_PREFIXES) or (len(n) == 15 and APP_PREFIXES[0].startswith(n))) for n in names
+    )
+
+
 def lmstudio_processes(home: Path | None = None) -> list[LmsProcess]:
     """Running LM Studio processes; with ``home``, also ``llama-server`` children started from its backends."""
     found: list[LmsProcess] = []
     me = os.getpid()
     backends = str(home / "extensions" / "backends") if home is not None else None
-    for proc in psutil.process_iter(["pid", "name", "exe"]):
+    for proc in psutil.process_iter(["pid", "name", "exe", "cmdline"]):
         try:
             info = proc.info
             pid = int(info.get("pid") or 0)
@@ -42,9 +51,12 @@ def lmstudio_processes(home: Path | None = None) -> list[LmsProcess]:
                 continue
             name = str(info.get("name") or "")
             exe = str(info.get("exe") or "")
-            names = {_norm(name), _norm(Path(exe).name) if exe else ""}
-            if names & APP_NAMES:
-                found.append(LmsProcess(pid, name, "app", exe))
+            argv = info.get("cmdline") or []
+            argv0 = str(argv[0]) if argv else ""
+            names = {_norm(name), _norm(_basename(exe)), _norm(_basename(argv0))} - {""}
+            shown = name if _is_app({_norm(name)}) or not argv0 else _basename(argv0)
+            if _is_app(names):
+                found.append(LmsProcess(pid, shown, "app", exe))
             elif names & DAEMON_NAMES:
                 found.append(LmsProcess(pid, name, "daemon", exe))
             elif backends and exe.startswith(backends):
@@ -52,6 +64,16 @@ def lmstudio_processes(home: Path | None = None) -> list[LmsProcess]:
         except (psutil.Error, OSError):
             continue
     return found
+
+
+def _basename(path: str) -> str:
+    return path.replace("\\", "/").rsplit("/", 1)[-1] if path else ""
+
+
+def engines_in(procs: list[LmsProcess], folder: Path) -> list[LmsProcess]:
+    """The engine processes among ``procs`` whose executable lies in the backend ``folder``."""
+    root = os.path.join(os.path.abspath(folder), "")
+    return [p for p in procs if p.exe and os.path.abspath(p.exe).startswith(root)]
 
 
 def lmstudio_running(home: Path | None = None) -> bool:

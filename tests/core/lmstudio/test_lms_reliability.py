@@ -348,3 +348,108 @@ def test_full_or_read_only_home_says_what_and_where_and_changes_nothing(
     assert words in res["err"].lower(), res["err"]
     assert str(home) in res["err"], res["err"]
     assert not list((tmp_path / "log").glob("crash-*")) if (tmp_path / "log").exists() else True
+
+
+# ------------------------------------------------------------------------------------------- 7. journal confinement
+
+OFFICIAL_DIR = "extensions/backends/llama.cpp-linux-x86_64-avx2-2.14.0"
+
+
+@pytest.mark.parametrize(
+    "op",
+    [
+        {"kind": "delete", "dst": f"{OFFICIAL_DIR}/backend-manifest.json", "orig": ""},
+        {"kind": "write", "src": ".lms-unlocked/tx/x/new", "dst": f"{OFFICIAL_DIR}/libggml-cpu.so", "orig": ""},
+        {"kind": "rename", "src": OFFICIAL_DIR, "dst": ".lms-unlocked/backups/x/gone"},
+        {"kind": "rename", "src": f"{OFFICIAL_DIR}/llm_engine.node", "dst": ".lms-unlocked/backups/x/f"},
+        {"kind": "delete", "dst": "OUTSIDE", "orig": ""},
+        {"kind": "write", "src": "/etc/hostname", "dst": ".internal/backend-preferences-v1.json", "orig": ""},
+    ],
+    ids=["delete-in-official", "write-in-official", "move-official-out", "move-file-out", "outside-home",
+         "content-from-outside"],
+)
+@pytest.mark.parametrize("direction", ["forward", "back"])
+def test_a_crafted_journal_cannot_touch_official_folders_or_leave_the_home(
+    tmp_path: Path, op: dict[str, str], direction: str
+) -> None:
+    from app.core.lmstudio.journal import JournalError
+
+    home = make_home(tmp_path)
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep me")
+    op = {k: (str(outside) if v == "OUTSIDE" else v) for k, v in op.items()}
+    if direction == "back" and op["kind"] == "rename":  # undo moves dst back to src: put the official as dst
+        op = {**op, "src": op["dst"], "dst": op["src"]}
+    (home / STATE_DIR_NAME).mkdir()
+    state = {"txid": "x", "kind": "install", "ops": [op], "commit": 0 if direction == "forward" else 1,
+             "done": 0, "cleanup": []}
+    (home / STATE_DIR_NAME / "journal.json").write_text(json.dumps(state))
+    before = tree_hashes(home, exclude=(f"{STATE_DIR_NAME}/lock",))
+    with pytest.raises(JournalError, match="never does that"):
+        recover(home)
+    assert tree_hashes(home, exclude=(f"{STATE_DIR_NAME}/lock",)) == before and outside.read_text() == "keep me"
+
+
+# ------------------------------------------------------------------------------------------- 7. processes
+
+
+def _started(argv: list[str], **kw: object) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(argv, **kw)  # type: ignore[call-overload]
+    time.sleep(0.3)  # let exec() replace the name
+    return proc
+
+
+def test_uninstall_refuses_while_an_engine_runs_from_that_backend(tmp_path: Path) -> None:
+    """A real process whose executable lies in our installed backend folder (a copy of /bin/sleep standing in
+    for the engine's llama-server): uninstall and a replacing install refuse and name it."""
+    import shutil
+
+    from app.core.lmstudio.errors import LmStudioRunning
+    from app.core.lmstudio.processes import lmstudio_processes
+
+    home = make_home(tmp_path)
+    _install(home, prepare_our_backend(tmp_path / "a"))
+    folder = home / "extensions" / "backends" / f"{OURS}-2.14.0"
+    engine = folder / "llama-server-running"
+    shutil.copy2("/bin/sleep", engine)
+    before = _visible(home)
+    proc = _started([str(engine), "60"])
+    procs = lambda h: [p for p in lmstudio_processes(h.path) if p.pid == proc.pid]  # noqa: E731 - only ours
+    try:
+        plan = plan_uninstall(home, f"{OURS}@2.14.0", processes=procs)
+        assert f"pid {proc.pid}" in plan.blocked and str(folder) in plan.blocked
+        with pytest.raises(LmStudioRunning, match=f"pid {proc.pid}") as ei:
+            execute_uninstall(plan, processes=procs)
+        assert "eject the model" in ei.value.hint
+        with pytest.raises(LmStudioRunning, match="running from"):
+            execute_install(plan_install(home, prepare_our_backend(tmp_path / "b"), processes=procs), provenance={},
+                            processes=procs)
+        assert _visible(home) == before
+    finally:
+        proc.kill()
+        proc.wait()
+    engine.unlink()
+    _uninstall(home, f"{OURS}@2.14.0")  # once it stopped, uninstall goes ahead
+
+
+@pytest.mark.parametrize("how", ["helper-name", "argv0-only"])
+def test_lm_studio_helper_and_argv0_names_are_detected(tmp_path: Path, how: str) -> None:
+    """Real processes: a copy of /bin/sleep named "LM Studio Helper" (Linux shows its name cut to 15
+    characters), and /bin/sleep started with argv[0] "LM Studio" (its executable and name say "sleep")."""
+    import shutil
+
+    from app.core.lmstudio.processes import lmstudio_processes
+
+    if how == "helper-name":
+        exe = tmp_path / "LM Studio Helper"
+        shutil.copy2("/bin/sleep", exe)
+        proc = _started([str(exe), "60"])
+    else:
+        proc = _started(["LM Studio", "60"], executable="/bin/sleep")
+    try:
+        found = [p for p in lmstudio_processes() if p.pid == proc.pid]
+        assert found and found[0].kind == "app", found
+        assert found[0].name.startswith("LM Studio")
+    finally:
+        proc.kill()
+        proc.wait()
