@@ -15,6 +15,7 @@ from typing import Any
 
 from app.core import install_check, patchonly
 from app.core.builder import audit, pipeline, smoke, tinymodel
+from app.core.builder.prereq import PrereqReport
 from app.core.errors import UnlockedError
 from app.core.fetch import obtain
 from app.core.flow import Method
@@ -90,7 +91,7 @@ class MethodOption:
     download_bytes: int | None = None
     prereqs: tuple[Prereq, ...] = ()
     note: str = ""
-    detail: Any = None  # the core object behind it (catalog entry, build plan, patch plan)
+    detail: patchonly.PatchPlan | obtain.ObtainPlan | pipeline.BuildJob | None = None  # the core plan behind it
 
 
 METHOD_TITLES = {
@@ -200,13 +201,11 @@ def _build_option(state: WizardState, config: WizardConfig) -> MethodOption:
                         prereqs=found + prereqs, note=note, detail=job)
 
 
-def _found_tools(prereq: Any) -> list[str]:
-    tools = getattr(prereq, "tools", None)
-    names = []
-    for attr in ("cmake", "ninja", "cc", "cxx", "glslc", "vulkan_headers", "nvcc", "ccache"):
-        if tools is not None and getattr(tools, attr, None):
-            names.append(attr)
-    return names
+def _found_tools(prereq: PrereqReport) -> list[str]:
+    t = prereq.tools
+    found = {"cmake": t.cmake, "ninja": t.ninja, "cc": t.cc, "cxx": t.cxx, "glslc": t.glslc,
+             "vulkan_headers": t.vulkan_headers, "nvcc": t.nvcc, "ccache": t.ccache}
+    return [name for name, path in found.items() if path]
 
 
 # --- the install job per method -----------------------------------------------------------------------------------
@@ -232,13 +231,15 @@ def install_job(state: WizardState, config: WizardConfig) -> Job:
     opt = next((o for o in state.method_options if o.method is state.method and o.available), None)
     if opt is None:
         raise UnlockedError(f"The method {state.method} is not available here.")
-    report = state.report
-    if state.method is Method.PATCH:
-        return lambda ctx: _patch_job(ctx, opt.detail)
-    if state.method is Method.DOWNLOAD:
-        return lambda ctx: _download_job(ctx, opt.detail, report)
-    source, home = config.build_source(), state.require_home()
-    return lambda ctx: _build_job(ctx, opt.detail, home, source)
+    report, detail = state.report, opt.detail
+    if isinstance(detail, patchonly.PatchPlan):
+        return lambda ctx: _patch_job(ctx, detail)
+    if isinstance(detail, obtain.ObtainPlan):
+        return lambda ctx: _download_job(ctx, detail, report)
+    if isinstance(detail, pipeline.BuildJob):
+        source, home = config.build_source(), state.require_home()
+        return lambda ctx: _build_job(ctx, detail, home, source)
+    raise UnlockedError(f"The method {state.method} has no plan to run.")
 
 
 def _patch_job(ctx: JobContext, plan: patchonly.PatchPlan) -> InstallOutcome:
