@@ -444,3 +444,24 @@ def test_repair_of_chosen_findings_does_not_apply_others_seen_before(win_home: P
     assert not out.skipped and (bdir / AVX / "backend-manifest.json").is_file()
     out2 = repair(win_home, [], report=IVY_WIN, **NONE)
     assert not out2.applied
+
+
+def test_copies_with_equal_sizes_but_other_libraries_are_not_called_identical(win_home: Path) -> None:
+    """theIvanR's avx and noavx ggml-cpu.dll have the same size (610304 bytes) and other bytes: a copy with the
+    other DLL swapped in is not "identical"; with equal times nothing tells them apart and the user chooses."""
+    bdir = win_home / "extensions" / "backends"
+    other = write_backend(bdir / "avx-copy-2", "win-avx-1.48.0")
+    dll = other / "ggml-cpu.dll"
+    dll.write_bytes(bytes(b ^ 0xFF for b in dll.read_bytes()))  # same length, other content
+    for d in (bdir / AVX, other):
+        for p in (d, d / "backend-manifest.json"):
+            os.utime(p, (1_700_000_000, 1_700_000_000))
+    before = visible(win_home)
+    (g,) = duplicate_groups(win_home, report=IVY_WIN)
+    assert g.doubt and "identical" not in g.reason
+    repair(win_home, report=IVY_WIN, only={"duplicate-backend"}, **NONE)
+    assert visible(win_home) == before
+    # byte-identical copies still resolve to the <name>-<version> folder
+    dll.write_bytes((bdir / AVX / "ggml-cpu.dll").read_bytes())
+    (g,) = duplicate_groups(win_home, report=IVY_WIN)
+    assert g.keeper == bdir / AVX and "identical" in g.reason
