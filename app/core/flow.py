@@ -57,6 +57,8 @@ class FlowState:
         expert_continue: the user chose to go on although the official backend works.
         has_candidate: the recommendation produced at least one installable variant.
         work_succeeded: the Work page's job finished without error.
+        has_lmstudio: LM Studio's folder was found (without it the wizard still probes, recommends and exports a
+            report, then ends on how to get LM Studio).
     """
 
     page: PageId
@@ -65,14 +67,15 @@ class FlowState:
     expert_continue: bool = False
     has_candidate: bool = True
     work_succeeded: bool = False
+    has_lmstudio: bool = True
 
 
 def next_page(state: FlowState) -> PageId:
     """The page after `state.page`; PageId.END when the wizard should finish.
 
     Install: Welcome → Hardware → Recommendation → Method → Work → Install & verify → Finish.
-    "You don't need this" (official backend works, user doesn't insist) or nothing installable:
-    Recommendation → Finish. A failed job stays on Work (its page is not complete, so Next is
+    "You don't need this" (official backend works, user doesn't insist), nothing installable, or no LM Studio
+    to install into: Recommendation → Finish. A failed job stays on Work (its page is not complete, so Next is
     disabled); asked anyway, the answer is Work. Repair and Uninstall each have one page, then Finish.
     """
     page = state.page
@@ -85,7 +88,7 @@ def next_page(state: FlowState) -> PageId:
     if page is PageId.HARDWARE:
         return PageId.RECOMMENDATION
     if page is PageId.RECOMMENDATION:
-        if not state.has_candidate or (state.official_works and not state.expert_continue):
+        if not state.has_lmstudio or not state.has_candidate or (state.official_works and not state.expert_continue):
             return PageId.FINISH
         return PageId.METHOD
     if page is PageId.METHOD:

@@ -467,17 +467,18 @@ def _summary(report: HardwareReport, official: bool, recommended: str | None, ca
             parts.append("You don't need LM Studio Unlocked for it.")
             cuda = next((c for c in candidates if c.gpu_framework == "cuda"), None)
             if cuda is not None:
-                parts.append(f"Optional: the {cuda.variant} variant can also use your "
+                parts.append(f"Optional: the {cuda.label} can also use your "
                              f"{', '.join(cuda.cuda.gpus) if cuda.cuda else 'NVIDIA GPU'}, which LM Studio's "
                              "official CUDA packs no longer support.")
     if recommended is not None:
         c = by_id[recommended]
-        tag = " (experimental)" if c.experimental else ""
-        parts.append(f"Recommended: {c.label} — {recommended}{tag}: {c.reasons[0]}.")
+        tag = " (experimental)" if c.experimental and "experimental" not in c.label.lower() else ""
+        parts.append(f"Recommended: {c.label}{tag}: {c.reasons[0]}.")
     elif not official:
         # the most permissive variant (last by rank) says best why nothing fits
         last = rejected[-1] if rejected else None
-        parts.append("No variant fits this machine" + (f": {last.variant} {last.why_not}." if last else "."))
+        why = f": {last.label or last.variant}: {last.why_not}." if last else "."
+        parts.append("No variant fits this machine" + why)
     return " ".join(parts)
 
 

@@ -7,6 +7,7 @@ so the stage list, the progress bar and the ETA come from one stream.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,17 +16,14 @@ from typing import Any
 
 from app.core import install_check, patchonly
 from app.core.builder import audit, pipeline, smoke, tinymodel
-from app.core.builder.prereq import PrereqReport
 from app.core.errors import UnlockedError
 from app.core.fetch import obtain
 from app.core.flow import Method
-from app.core.hardware.report import HardwareReport
 from app.core.lmstudio import backends, provenance
 from app.core.lmstudio import install as inst
-from app.core.lmstudio.home import LmsHome
-from app.core.recommend import Candidate, pick_build_template
+from app.core.recommend import pick_build_template
 from app.core.runner import ProcessPlan, Progress, run_process
-from app.qt.state import WizardConfig, WizardState
+from app.qt.text import build_needs, variant_name
 from app.qt.worker import Job, JobContext
 
 
@@ -91,13 +89,14 @@ class MethodOption:
     download_bytes: int | None = None
     prereqs: tuple[Prereq, ...] = ()
     note: str = ""
-    detail: patchonly.PatchPlan | obtain.ObtainPlan | pipeline.BuildJob | None = None  # the core plan behind it
+    detail: Any = None  # the core object behind it (catalog entry, build plan, patch plan)
+    needs: str = ""  # what this way needs from the computer (internet, disk space, tools), in one sentence
 
 
 METHOD_TITLES = {
-    Method.PATCH: "Patch an official backend (no download, seconds)",
-    Method.DOWNLOAD: "Download a prebuilt backend",
-    Method.BUILD: "Build from source on this computer",
+    Method.PATCH: "&Patch an official backend (no download, seconds)",
+    Method.DOWNLOAD: "&Download a prebuilt backend",
+    Method.BUILD: "B&uild from source on this computer",
 }
 
 
@@ -122,7 +121,7 @@ def _option(method: Method, build: Callable[[], MethodOption]) -> MethodOption:
         return unavailable(method, exc)
 
 
-def method_options(state: WizardState, config: WizardConfig) -> list[MethodOption]:
+def method_options(state: Any, config: Any) -> list[MethodOption]:
     """Ask the core what each method would cost for the chosen candidate (never guessed here)."""
     return [
         _option(Method.PATCH, lambda: _patch_option(state, config)),
@@ -131,14 +130,13 @@ def method_options(state: WizardState, config: WizardConfig) -> list[MethodOptio
     ]
 
 
-def _framework(candidate: Candidate | None) -> str:
-    fw = candidate.gpu_framework if candidate is not None else ""
+def _framework(candidate: Any) -> str:
+    fw = str(getattr(candidate, "gpu_framework", "") or "")
     return "" if fw in ("", "none", "cpu") else fw
 
 
-def _patch_option(state: WizardState, config: WizardConfig) -> MethodOption:
-    plans = patchonly.find_patch_candidates(state.require_home(), state.require_report(),
-                                            frameworks=(_framework(state.candidate),))
+def _patch_option(state: Any, config: Any) -> MethodOption:
+    plans = patchonly.find_patch_candidates(state.home, state.report, frameworks=(_framework(state.candidate),))
     if not plans:
         raise UnlockedError("No official LM Studio backend of this kind is installed to patch.")
     plan = plans[0]  # safe plans come first
@@ -153,16 +151,16 @@ def _patch_option(state: WizardState, config: WizardConfig) -> MethodOption:
 ASSUMED_DOWNLOAD_RATE = 5 * 2**20  # bytes/s, for the time estimate only (said so on the page)
 
 
-def _download_option(state: WizardState, config: WizardConfig) -> MethodOption:
-    variant = state.require_candidate().variant
-    key, home = config.catalog_public_key, state.require_home()
-    probe = obtain.plan_from_catalog(config.catalog_url, home=home, report=state.report, public_key_path=key)
+def _download_option(state: Any, config: Any) -> MethodOption:
+    variant = getattr(state.candidate, "variant", "")
+    key = config.catalog_public_key
+    probe = obtain.plan_from_catalog(config.catalog_url, home=state.home, report=state.report, public_key_path=key)
     fits = [m for m in probe.matches if m.offered and m.entry.variant == variant]
     if not fits:
         why = next(("; ".join(m.reasons) for m in probe.matches if m.entry.variant == variant), "")
-        raise UnlockedError(f"The catalog has no prebuilt {variant} pack for this computer"
+        raise UnlockedError(f"The catalog has no prebuilt “{variant_name(variant)}” for this computer"
                             + (f" ({why})." if why else "."))
-    plan = obtain.plan_from_catalog(config.catalog_url, home=home, report=state.report,
+    plan = obtain.plan_from_catalog(config.catalog_url, home=state.home, report=state.report,
                                     entry_ident=fits[0].entry.ident, public_key_path=key)
     size = plan.size
     t = (size / ASSUMED_DOWNLOAD_RATE + 15) if size else None
@@ -174,19 +172,19 @@ def _download_option(state: WizardState, config: WizardConfig) -> MethodOption:
                         time_seconds=t, download_bytes=size, note=note, detail=plan)
 
 
-def build_template(state: WizardState) -> backends.BackendInfo:
+def build_template(state: Any) -> backends.BackendInfo:
     """The official backend the build is packaged into: the core's choice (the CLI's `build` makes the same)."""
     report = state.report
     platform = report.os.platform if report is not None and report.os is not None else ""
-    template: backends.BackendInfo = pick_build_template(backends.list_backends(state.require_home()),
+    template: backends.BackendInfo = pick_build_template(backends.list_backends(state.home),
                                                          _framework(state.candidate), platform)
     return template
 
 
-def _build_option(state: WizardState, config: WizardConfig) -> MethodOption:
+def _build_option(state: Any, config: Any) -> MethodOption:
     template = build_template(state)
-    job = pipeline.prepare_job(template=template, variant=state.require_candidate().variant, report=state.report,
-                               fetch=False, source=config.build_source())
+    job = pipeline.prepare_job(template=template, variant=state.candidate.variant, report=state.report, fetch=False,
+                               source=config.build_source() if config is not None else None)
     prereqs = tuple(Prereq(m.what, False, m.how) for m in job.prereq.missing)
     found = tuple(Prereq(name, True) for name in _found_tools(job.prereq))
     fetched = "(not yet fetched)" not in str(job.source.root)
@@ -196,16 +194,34 @@ def _build_option(state: WizardState, config: WizardConfig) -> MethodOption:
     note = f"Packaged into a copy of {template.ident} (llama.cpp {job.tag or job.commit or '?'})"
     if prereqs:
         note += ". Install what is missing, then run the wizard again."
+    src = config.build_source() if config is not None else None
+    needs = build_needs(_free_disk(), offline_source=src is not None or fetched,
+                        missing_tools=[p.name for p in prereqs])
     return MethodOption(Method.BUILD, METHOD_TITLES[Method.BUILD], available=not prereqs, safe=True,
                         time_seconds=t, download_bytes=None if not fetched else 0,
-                        prereqs=found + prereqs, note=note, detail=job)
+                        prereqs=found + prereqs, note=note, detail=job, needs=needs)
 
 
-def _found_tools(prereq: PrereqReport) -> list[str]:
-    t = prereq.tools
-    found = {"cmake": t.cmake, "ninja": t.ninja, "cc": t.cc, "cxx": t.cxx, "glslc": t.glslc,
-             "vulkan_headers": t.vulkan_headers, "nvcc": t.nvcc, "ccache": t.ccache}
-    return [name for name, path in found.items() if path]
+def _free_disk() -> int | None:
+    """Free space where the build happens (this tool's cache folder, or the nearest folder above it that exists)."""
+    from app.core.paths import user_cache_dir
+
+    d = Path(user_cache_dir())
+    while not d.exists() and d != d.parent:
+        d = d.parent
+    try:
+        return shutil.disk_usage(d).free
+    except OSError:
+        return None
+
+
+def _found_tools(prereq: Any) -> list[str]:
+    tools = getattr(prereq, "tools", None)
+    names = []
+    for attr in ("cmake", "ninja", "cc", "cxx", "glslc", "vulkan_headers", "nvcc", "ccache"):
+        if tools is not None and getattr(tools, attr, None):
+            names.append(attr)
+    return names
 
 
 # --- the install job per method -----------------------------------------------------------------------------------
@@ -213,8 +229,10 @@ def _found_tools(prereq: PrereqReport) -> list[str]:
 
 @dataclass(frozen=True)
 class Check:
+    """One check's result; `ok` None means it did not run (never shown as passed)."""
+
     name: str
-    ok: bool
+    ok: bool | None
     summary: str
 
 
@@ -226,23 +244,21 @@ class InstallOutcome:
     warnings: tuple[str, ...] = ()
 
 
-def install_job(state: WizardState, config: WizardConfig) -> Job:
+def install_job(state: Any, config: Any) -> Job:
     """The real job for the chosen method; the plans were made on the Method page."""
     opt = next((o for o in state.method_options if o.method is state.method and o.available), None)
     if opt is None:
         raise UnlockedError(f"The method {state.method} is not available here.")
-    report, detail = state.report, opt.detail
-    if isinstance(detail, patchonly.PatchPlan):
-        return lambda ctx: _patch_job(ctx, detail)
-    if isinstance(detail, obtain.ObtainPlan):
-        return lambda ctx: _download_job(ctx, detail, report)
-    if isinstance(detail, pipeline.BuildJob):
-        source, home = config.build_source(), state.require_home()
-        return lambda ctx: _build_job(ctx, detail, home, source)
-    raise UnlockedError(f"The method {state.method} has no plan to run.")
+    report = state.report
+    if state.method is Method.PATCH:
+        return lambda ctx: _patch_job(ctx, opt.detail)
+    if state.method is Method.DOWNLOAD:
+        return lambda ctx: _download_job(ctx, opt.detail, report)
+    source = config.build_source() if config is not None else None
+    return lambda ctx: _build_job(ctx, opt.detail, state.home, source)
 
 
-def _patch_job(ctx: JobContext, plan: patchonly.PatchPlan) -> InstallOutcome:
+def _patch_job(ctx: JobContext, plan: Any) -> InstallOutcome:
     step(ctx, "audit", lambda: None)  # the audit ran when the plan was made; its evidence is in the plan
     audited = Check("ISA audit", not plan.violations,
                   "nothing in the official binaries needs an instruction this processor lacks"
@@ -253,7 +269,7 @@ def _patch_job(ctx: JobContext, plan: patchonly.PatchPlan) -> InstallOutcome:
     return InstallOutcome(result.ident, result.dest, (audited,))
 
 
-def _download_job(ctx: JobContext, plan: obtain.ObtainPlan, report: HardwareReport | None) -> InstallOutcome:
+def _download_job(ctx: JobContext, plan: Any, report: Any) -> InstallOutcome:
     for line in plan.describe():
         ctx.on_line(line)
     stage_start(ctx, "download")
@@ -284,7 +300,7 @@ def install_check_summary(judged: install_check.InstallCheck) -> Check:
                  "smoke record fit this computer and this LM Studio")
 
 
-def audit_check(folder: Path, report: HardwareReport | None) -> Check:
+def audit_check(folder: Path, report: Any) -> Check:
     fa = audit.audit_folder(folder)
     isa = list(report.cpu.isa) if report is not None and report.cpu is not None else []
     bad = audit.audit_violations(fa, isa)
@@ -299,7 +315,7 @@ def smoke_check(ctx: JobContext, folder: Path) -> Check:
     info = backends.read_backend(folder)
     server = folder / (info.server_relpath or "llama-server")
     if not server.is_file():
-        return Check("Smoke test", True, "not run: this pack has no program of its own to start "
+        return Check("Smoke test", None, "not run: this pack has no program of its own to start "
                      "(LM Studio loads its libraries directly)")
     fw = info.gpu_framework.lower() or "cpu"
     program = server.relative_to(folder).as_posix()  # a 2.x replacement server lives in its own sub-folder
@@ -322,8 +338,7 @@ BUILD_STEP_STAGE = {
 }
 
 
-def _build_job(ctx: JobContext, job: pipeline.BuildJob, home: LmsHome, source: Path | None = None
-               ) -> InstallOutcome:
+def _build_job(ctx: JobContext, job: Any, home: Any, source: Path | None = None) -> InstallOutcome:
     stage_start(ctx, "source")
     t0 = time.monotonic()
 
@@ -356,6 +371,8 @@ def _build_job(ctx: JobContext, job: pipeline.BuildJob, home: LmsHome, source: P
     ]
     if res.smoke is not None:
         checks.append(Check("Smoke test", res.smoke.ok, f"{res.smoke.tokens} tokens in {res.smoke.seconds:.1f} s"))
+    else:
+        checks.append(Check("Smoke test", None, "not run for this build"))
 
     def install() -> Any:
         # judged against the home and this computer before anything is written (same check as `install`)

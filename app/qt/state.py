@@ -6,15 +6,13 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from app.core.errors import UnlockedError
 from app.core.flow import Branch, FlowState, Method, PageId
 from app.core.hardware.report import HardwareReport
 from app.core.lmstudio.home import LmsHome
 from app.core.recommend import Candidate, Recommendation
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -47,13 +45,6 @@ class WizardConfig:
         return Path(env) if env else None
 
 
-def _known(value: T | None, what: str, page: str) -> T:
-    """`value`, or a clear error naming the wizard page that sets it (never an AttributeError on None)."""
-    if value is None:
-        raise UnlockedError(f"{what} is not known yet.", hint=f"Go back to {page}.")
-    return value
-
-
 @dataclass
 class WizardState:
     branch: Branch = Branch.INSTALL
@@ -73,19 +64,18 @@ class WizardState:
 
     def require_home(self) -> LmsHome:
         """LM Studio's home; the Welcome page sets it before any page that needs it."""
-        return _known(self.home, "LM Studio's home folder", "the first page, and choose LM Studio's home folder")
-
-    def require_report(self) -> HardwareReport:
-        """The hardware report; the Hardware page sets it."""
-        return _known(self.report, "This computer's hardware", "the Hardware page")
-
-    def require_candidate(self) -> Candidate:
-        """The backend chosen on the Recommendation page."""
-        return _known(self.candidate, "The backend to install", "the Recommendation page, and choose one")
+        if self.home is None:
+            raise UnlockedError("LM Studio's home folder is not known yet.",
+                                hint="Go back to the first page and choose LM Studio's home folder.")
+        return self.home
 
     @property
     def official_works(self) -> bool:
         return self.recommendation is not None and self.recommendation.official_supported
+
+    @property
+    def has_lmstudio(self) -> bool:
+        return bool(self.home is not None and getattr(self.home, "exists", False))
 
     @property
     def has_candidate(self) -> bool:
@@ -99,4 +89,5 @@ class WizardState:
             expert_continue=self.expert_continue,
             has_candidate=self.has_candidate,
             work_succeeded=self.work_succeeded,
+            has_lmstudio=self.has_lmstudio,
         )

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from app.core.hardware.report import CpuInfo, HardwareReport, NvidiaGpu, VulkanDevice
-from app.core.recommend import nvidia_support
+from app.core.progress import STALLED_AFTER_S, Snapshot
+from app.core.recommend import VariantsDataError, nvidia_support, variant_by_id
 
 WHAT_IS_AVX2 = (
     "AVX and AVX2 are sets of extra instructions that let a processor do many calculations at once. "
@@ -160,3 +164,163 @@ WHERE_TO_PICK = (
     "To use the new backend, open Mission Control → Runtime (Ctrl+Shift+R), and under Selections → Engines "
     "pick it for GGUF models. Tick “Include older versions” if you do not see it."
 )
+
+
+# --- words for codes (the codes stay in details and JSON) ---------------------------------------------------------
+
+FINDING_TITLES = {
+    "home-problem": "LM Studio's folder has a problem",
+    "wrong-home": "Backends are in a folder LM Studio does not read",
+    "interrupted-change": "A change by this tool was interrupted",
+    "journal-unreadable": "This tool's record of changes cannot be read",
+    "stale-staging": "Leftover files from an unfinished install",
+    "lmstudio-running": "LM Studio is running",
+    "misplaced-backend": "A backend is in the wrong folder",
+    "folder-name-mismatch": "A backend's folder has the wrong name",
+    "nested-folder": "A backend is nested one folder too deep",
+    "not-a-backend": "A folder among the backends is not a backend",
+    "json-bom": "A settings file starts with an invisible mark (BOM)",
+    "json-invalid": "A backend's description file is broken",
+    "json-encoding": "A backend's description file has the wrong text encoding",
+    "manifest-fields": "A backend's description is missing fields",
+    "official-name": "A backend uses the name of an official one",
+    "vendor-missing": "A backend's bundled libraries are missing",
+    "missing-library": "A library the backend needs is missing",
+    "server-missing": "The backend's server program is missing",
+    "server-not-executable": "The backend's server program cannot be started",
+    "exec-bits-lost": "Programs in a backend lost their 'executable' permission",
+    "artifacts-mismatch": "A backend's file list does not match its files",
+    "files-changed": "A backend's files were changed after install",
+    "duplicate-backend": "The same backend is installed twice",
+    "stale-engine-index": "LM Studio's list of backends is out of date",
+    "lmstudio-says-incompatible": "LM Studio marked a backend as not compatible",
+    "settings-unreadable": "LM Studio's settings cannot be read",
+    "auto-update-on": "LM Studio may replace the selected backend (auto-update is on)",
+    "auto-delete-on": "LM Studio may delete backends it thinks are unused (auto-delete is on)",
+    "preferences-invalid": "LM Studio's backend choice file is broken",
+    "selection-missing": "The backend chosen for GGUF models is not installed",
+    "ours-not-selected": "The installed backend is not chosen for GGUF models",
+    "ise-empty": "A backend claims no processor features, so LM Studio hides it",
+    "ise-unsupported": "A backend needs processor features this computer lacks",
+    "platform-mismatch": "A backend is for another operating system",
+    "arch-mismatch": "A backend is for another kind of processor",
+    "app-too-old": "A backend needs a newer LM Studio",
+    "gpu-incompatible": "A backend needs a graphics card this computer does not have",
+    "incompatible": "LM Studio will refuse a backend",
+}
+SEVERITY_WORDS = {"error": "Problem", "warning": "Warning", "info": "Note"}
+
+
+def finding_title(code: str) -> str:
+    """A finding's human name ('The same backend is installed twice'); unknown codes get a generic sentence."""
+    return FINDING_TITLES.get(code, "Something LM Studio may stumble over")
+
+
+def variant_name(variant_id: str) -> str:
+    """'Vulkan GPU backend for CPUs with AVX but no AVX2' for 'vulkan-avx1' (from app/data/variants.json)."""
+    try:
+        return variant_by_id(variant_id).label
+    except (KeyError, VariantsDataError):
+        return variant_id
+
+
+# --- progress -------------------------------------------------------------------------------------------------------
+
+
+def format_rate(bytes_per_s: float | None) -> str:
+    if bytes_per_s is None:
+        return ""
+    return f"{bytes_per_s / 2**20:.1f} MB/s"
+
+
+def stage_progress_text(snap: Snapshot) -> str:
+    """'Stage 1 of 4: download — 12.0 MB of 45.0 MB (26 %), 4.1 MB/s, about 8 s left'."""
+    if snap.stage_index < 0:
+        return "Starting…"
+    head = f"Stage {snap.stage_index + 1} of {snap.stage_count}: {snap.stage}"
+    parts = []
+    if snap.stage_total > 1:
+        pct = int(snap.stage_fraction * 100)
+        if snap.in_bytes:
+            parts.append(f"{format_size(snap.stage_done)} of {format_size(snap.stage_total)} ({pct} %)")
+            if snap.stage_rate:
+                parts.append(format_rate(snap.stage_rate))
+        else:
+            parts.append(f"{snap.stage_done} of {snap.stage_total} steps ({pct} %)")
+    if snap.stage_eta_s is not None and snap.stage_fraction < 1:
+        parts.append(f"{format_duration(snap.stage_eta_s)} left")
+    return head + (" — " + ", ".join(parts) if parts else "")
+
+
+def overall_progress_text(snap: Snapshot) -> str:
+    """'Overall 31 % — about 6 min left' (+ how long nothing has moved, when a stage stalls)."""
+    text = f"Overall {snap.percent} %"
+    if snap.overall_eta_s is not None:
+        text += f" — {format_duration(snap.overall_eta_s)} left"
+    if snap.stalled_s >= STALLED_AFTER_S:
+        text += (f"; no progress for {format_duration(snap.stalled_s).removeprefix('about ')} "
+                 "(a big file may be compiling; the estimate grows while it waits)")
+    return text
+
+
+# --- the current choice, Raspberry Pi Imager style ------------------------------------------------------------------
+
+
+def choice_line(state: Any) -> str:
+    """'Computer: Intel Core i5-3570 (saved report) · Backend: … · Way: Download' — what is chosen so far."""
+    parts = []
+    report = state.report
+    if report is not None and report.cpu is not None:
+        name = report.cpu.brand.strip() or "this computer"
+        parts.append(f"Computer: {name}" + (" (saved report)" if report.source != "live" else ""))
+    label = getattr(state.candidate, "label", "")
+    if label and state.branch.value == "install":
+        parts.append(f"Backend: {label}")
+    if state.method is not None:
+        parts.append(f"Way: {METHOD_WORDS.get(state.method.value, state.method.value)}")
+    return " · ".join(parts)
+
+
+METHOD_WORDS = {"patch": "patch an official backend", "download": "download", "build": "build from source"}
+
+
+# --- no LM Studio, all set, what a build needs ----------------------------------------------------------------------
+
+GET_LMSTUDIO_URL = "https://lmstudio.ai/download"
+
+NO_LMSTUDIO = (
+    "LM Studio was not found on this computer. You can still see what this computer needs: Next probes the "
+    "hardware and recommends a backend, and the hardware page can export a report to build a backend for this "
+    "computer elsewhere. To install a backend here, get LM Studio first, start it once (it downloads its own "
+    "runtimes) and run this wizard again."
+)
+
+ALL_SET = (
+    "You're all set: LM Studio's own backend runs on this computer, so there is nothing to install. "
+    "Open LM Studio, download a model and start chatting. Run this wizard again if LM Studio ever stops "
+    "listing its backend (the Repair choice on the first page)."
+)
+
+# From docs/BENCHMARKS.md and the build notes: the llama.cpp source archive is about 25 MB; source, build
+# folder and the packaged backend need well under 1.5 GB (a Vulkan build folder is ~0.2 GB).
+BUILD_DOWNLOAD_BYTES = 25 * 2**20
+BUILD_DISK_BYTES = 1536 * 2**20
+
+
+def build_needs(free_disk: int | None, *, offline_source: bool, missing_tools: Sequence[str]) -> str:
+    """What building needs, in one paragraph: the internet, disk space and tools."""
+    parts = []
+    if offline_source:
+        parts.append("no internet (a llama.cpp source folder was given)")
+    else:
+        parts.append(f"the internet, to download llama.cpp's source (about {format_size(BUILD_DOWNLOAD_BYTES)})")
+    disk = f"about {format_size(BUILD_DISK_BYTES)} of free disk space"
+    if free_disk is not None:
+        disk += f" (this computer has {format_size(free_disk)}" + (
+            ", not enough)" if free_disk < BUILD_DISK_BYTES else ")")
+    parts.append(disk)
+    if missing_tools:
+        parts.append("these tools, still missing: " + ", ".join(missing_tools))
+    else:
+        parts.append("a C++ compiler, CMake and Ninja (all found)")
+    return "A build needs " + "; ".join(parts) + "."

@@ -6,7 +6,7 @@ from typing import Any
 
 from PySide6.QtCore import QEventLoop, QTimer, Slot
 from PySide6.QtGui import QPixmap
-from PySide6.QtWidgets import QMessageBox, QWidget, QWizard
+from PySide6.QtWidgets import QApplication, QMessageBox, QWidget, QWizard
 
 from app import APP_NAME
 from app.core.flow import PageId
@@ -21,7 +21,19 @@ from app.qt.pages.verify import VerifyPage
 from app.qt.pages.welcome import WelcomePage
 from app.qt.pages.work import WorkPage
 from app.qt.state import WizardConfig, WizardState
+from app.qt.text import choice_line
 from app.qt.worker import Job
+
+# Fits 1366x768 at 150 % (911x512 logical pixels, less a taskbar and the title bar): every page scrolls, so
+# this is the only floor. The preferred size is used where the screen has room.
+MINIMUM_SIZE = (600, 400)
+PREFERRED_SIZE = (860, 640)
+BUTTON_TEXTS = {
+    QWizard.WizardButton.BackButton: "< &Back",
+    QWizard.WizardButton.NextButton: "&Next >",
+    QWizard.WizardButton.FinishButton: "&Finish",
+    QWizard.WizardButton.CancelButton: "Cancel",  # Esc; no letter, so it never steals a page's mnemonic
+}
 
 
 class UnlockedWizard(QWizard):
@@ -36,7 +48,9 @@ class UnlockedWizard(QWizard):
         self.setWizardStyle(QWizard.WizardStyle.ModernStyle)
         self.setOption(QWizard.WizardOption.NoBackButtonOnStartPage, True)
         self.setOption(QWizard.WizardOption.NoCancelButtonOnLastPage, True)
-        self.setMinimumSize(760, 560)
+        self.setMinimumSize(*MINIMUM_SIZE)
+        for which, text in BUTTON_TEXTS.items():
+            self.setButtonText(which, text)
         self.pages: dict[PageId, Any] = {
             PageId.WELCOME: WelcomePage(),
             PageId.HARDWARE: HardwarePage(),
@@ -51,6 +65,53 @@ class UnlockedWizard(QWizard):
         for pid, page in self.pages.items():
             self.setPage(int(pid), page)
         self.setStartId(int(PageId.WELCOME))
+        self.currentIdChanged.connect(self._on_current_id_changed)
+        self.fit_to_screen()
+
+    def fit_to_screen(self) -> None:
+        """The preferred size, or the screen's free area where that is smaller (never below the minimum)."""
+        screen = self.screen() or QApplication.primaryScreen()
+        w, h = PREFERRED_SIZE
+        if screen is not None:
+            avail = screen.availableGeometry()
+            # leave room for the window frame and title bar
+            w, h = min(w, avail.width() - 16), min(h, avail.height() - 40)
+        self.resize(max(w, MINIMUM_SIZE[0]), max(h, MINIMUM_SIZE[1]))
+
+    @Slot(int)
+    def _on_current_id_changed(self, pid: int) -> None:
+        page = self.pages.get(PageId(pid)) if pid in set(PageId) else None
+        if page is None:
+            return
+        if pid not in (int(PageId.WELCOME), int(PageId.HARDWARE)):
+            page.show_choice(choice_line(self.state))
+        else:
+            page.show_choice("")
+        # After QWizard's own focus choice (it may pick a hidden widget or a page button): the page's.
+        QTimer.singleShot(0, self._focus_page)
+
+    @Slot()
+    def _focus_page(self) -> None:
+        """Put the focus where the current page wants it (its focus_target), else on the first usable button."""
+        page = self.pages.get(self.current_page_id()) if self.currentId() in set(PageId) else None
+        if page is None:
+            return
+        target = page.focus_target()
+        if target is not None and target.isVisible() and target.isEnabled():
+            target.setFocus()
+            return
+        # Never leave the focus on a widget of the page just left (hidden now): the first button that can act.
+        for which in (QWizard.WizardButton.CommitButton, QWizard.WizardButton.NextButton,
+                      QWizard.WizardButton.FinishButton, QWizard.WizardButton.BackButton,
+                      QWizard.WizardButton.CancelButton):
+            b = self.button(which)
+            if b.isVisible() and b.isEnabled():
+                b.setFocus()
+                return
+
+    def focus_page_later(self) -> None:
+        """A page whose content arrived late (background call) asks for its focus target again."""
+        QTimer.singleShot(0, self._focus_page)
 
     def page_of(self, pid: PageId) -> Any:
         return self.pages[pid]

@@ -65,3 +65,27 @@ def pytest_collection_modifyitems(items: list) -> None:
     for item in items:
         if "tests/qt/" in str(item.fspath).replace("\\", "/"):
             item.add_marker(pytest.mark.qt_log_ignore("This plugin does not support propagateSizeHints"))
+
+
+def answer_box(qtbot, text: str) -> list[str]:
+    """Arrange for the next modal QMessageBox to be answered by clicking its button labelled `text` (mnemonic
+    '&' ignored); returns a list that receives the box's text, so a test can check what it asked."""
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QMessageBox
+
+    seen: list[str] = []
+
+    def click() -> None:
+        box = QApplication.activeModalWidget()
+        if not isinstance(box, QMessageBox):
+            QTimer.singleShot(20, click)
+            return
+        seen.append(box.text())
+        for b in box.buttons():
+            if b.text().replace("&", "") == text:
+                b.click()
+                return
+        raise AssertionError(f"no button {text!r} in {[b.text() for b in box.buttons()]}")
+
+    QTimer.singleShot(0, click)
+    return seen

@@ -23,7 +23,7 @@ from tests.conftest import FIXTURES
 from tests.core.fetch.backend_folder import make_backend_folder
 from tests.httpserver import LocalHTTPServer
 from tests.lmstudio_homes import make_home
-from tests.qt.conftest import close_error_dialogs
+from tests.qt.conftest import answer_box, close_error_dialogs
 
 REPORTS = FIXTURES / "reports"
 TEST_KEY = FIXTURES / "TEST-ONLY-catalog-signing.key"
@@ -75,7 +75,8 @@ def test_kepler_gpu_download_from_signed_catalog_select_and_finish(qtbot, make_w
         assert rec.radios[0].isChecked() and "(recommended)" in rec.radios[0].text()
         assert not rec.official_box.isVisible()
         rec.why_not_button.click()
-        assert "noavx" in rec.why_not_text.text()
+        why_not = rec.why_not_text.text()
+        assert "CPU backend for CPUs without AVX" in why_not and "noavx" not in why_not  # words, not codes
         go_next(qtbot, w, PageId.METHOD)
         method = w.page_of(PageId.METHOD)
         qtbot.waitUntil(lambda: bool(method.options), timeout=60000)
@@ -92,11 +93,13 @@ def test_kepler_gpu_download_from_signed_catalog_select_and_finish(qtbot, make_w
     verify = w.page_of(PageId.VERIFY)
     assert OURS in verify.where.text()
     assert "ISA audit" in verify.checks.text() and "Smoke test" in verify.checks.text()
-    assert verify.select_check.isChecked() and verify.select_button.isEnabled()  # LM Studio is not running
-    verify.select_button.click()
+    # LM Studio is not running: the box is ticked, and Next really writes the selection.
+    assert verify.select_check.isChecked() and verify.select_check.isEnabled()
+    assert not (home / ".internal" / "backend-preferences-v1.json").exists()
+    go_next(qtbot, w, PageId.FINISH)
+    assert close_error_dialogs() == []
     prefs = json.loads((home / ".internal" / "backend-preferences-v1.json").read_text())
     assert {"model_format": "gguf", "name": OURS, "version": "2.14.0"} in prefs
-    go_next(qtbot, w, PageId.FINISH)
     text = w.page_of(PageId.FINISH).body.text()
     assert "Fully quit LM Studio" in text and "Evaluation batch size" in text and "selected for GGUF" in text
     assert w.page_of(PageId.FINISH).nextId() == int(PageId.END)
@@ -158,13 +161,20 @@ def test_selecting_is_blocked_while_lm_studio_runs(qtbot, make_wizard, tmp_path:
         w.state.outcome = InstallOutcome(ir.ident, ir.dest)
         w.show()
         verify = w.page_of(PageId.VERIFY)
-        assert "Close LM Studio first" in verify.select_status.text()
-        assert not verify.select_button.isEnabled() and verify.check_again_button.isVisible()
+        assert "LM Studio is running" in verify.select_status.text()
+        # not offered ticked: Next could not write it now
+        assert not verify.select_check.isChecked() and verify.check_again_button.isVisible()
+        verify.select_check.setChecked(True)
+        w.next()  # ticked anyway while LM Studio runs: the page stays and says why
+        assert w.current_page_id() is PageId.VERIFY
+        assert len(close_error_dialogs()) == 1
     finally:
         proc.kill()
         proc.wait()
     qtbot.mouseClick(verify.check_again_button, Qt.MouseButton.LeftButton)
-    assert verify.select_button.isEnabled()
+    assert verify.select_check.isChecked() and "LM Studio is closed" in verify.select_status.text()
+    w.next()
+    assert w.current_page_id() is PageId.FINISH and w.state.selected_in_lmstudio
 
 
 def test_haswell_official_backend_works_goes_to_finish(qtbot, make_wizard, tmp_path: Path) -> None:
@@ -174,7 +184,7 @@ def test_haswell_official_backend_works_goes_to_finish(qtbot, make_wizard, tmp_p
     assert rec.official_box.isVisible()
     assert "You don't need this" in rec.official_label.text()
     go_next(qtbot, w, PageId.FINISH)
-    assert "Nothing was installed" in w.page_of(PageId.FINISH).body.text()
+    assert "You're all set" in w.page_of(PageId.FINISH).body.text()
 
 
 def test_westmere_no_avx_is_experimental_and_build_is_the_way(qtbot, make_wizard, tmp_path: Path) -> None:
@@ -219,7 +229,9 @@ def test_uninstall_branch_removes_and_restores(qtbot, make_wizard, tmp_path: Pat
     item = page.tree.topLevelItem(0)
     assert OURS in item.text(0) and item.text(1).endswith("KB")
     item.setCheckState(0, Qt.CheckState.Checked)
+    asked = answer_box(qtbot, "Remove")
     page.remove_button.click()
+    assert asked and OURS in asked[0]
     assert close_error_dialogs() == []
     assert OURS not in {b.name for b in list_backends(home)}
     assert page.restore_button.isVisible()
@@ -229,7 +241,8 @@ def test_uninstall_branch_removes_and_restores(qtbot, make_wizard, tmp_path: Pat
     assert "restored" in w.page_of(PageId.FINISH).body.text()
 
 
-def test_repair_branch_fixes_a_bom_manifest(qtbot, make_wizard, tmp_path: Path) -> None:
+def repair_with_a_bom(qtbot, make_wizard, tmp_path: Path):  # -> (wizard, repair page, manifest path)
+    """Our backend installed, its manifest given a UTF-8 BOM; the wizard on the Repair page with the findings."""
     home = make_home(tmp_path)
     ir = execute_install(plan_install(home, make_backend_folder(tmp_path / "src", name=OURS)), provenance={})
     manifest = ir.dest / "backend-manifest.json"
@@ -240,9 +253,18 @@ def test_repair_branch_fixes_a_bom_manifest(qtbot, make_wizard, tmp_path: Path) 
     go_next(qtbot, w, PageId.REPAIR)
     page = w.page_of(PageId.REPAIR)
     qtbot.waitUntil(lambda: not page.busy() and bool(page.findings), timeout=30000)
+    return w, page, manifest
+
+
+def test_repair_branch_fixes_a_bom_manifest(qtbot, make_wizard, tmp_path: Path) -> None:
+    w, page, manifest = repair_with_a_bom(qtbot, make_wizard, tmp_path)
     assert any("BOM" in f.explanation or "bom" in f.code for f in page.findings), [str(f) for f in page.findings]
+    assert w.state.report is not None  # Repair probed (here: read the saved report) before the doctor ran
     assert page.fix_button.isEnabled()
+    assert "BOM" in page.to_apply.text()  # the fix is listed before it is applied
+    asked = answer_box(qtbot, "Apply fixes")
     page.fix_button.click()
+    assert asked and "BOM" in asked[0]
     qtbot.waitUntil(lambda: "Before:" in page.before_after.text(), timeout=30000)
     assert not manifest.read_bytes().startswith(b"\xef\xbb\xbf")
     assert close_error_dialogs() == []
@@ -300,16 +322,28 @@ def test_live_probe_of_this_machine(qtbot, make_wizard, tmp_path: Path) -> None:
     assert close_error_dialogs() == []
 
 
-def test_welcome_without_lm_studio_blocks_next_until_a_folder_is_chosen(qtbot, make_wizard, tmp_path: Path) -> None:
-    w = make_wizard(WizardConfig(home=tmp_path / "no-such-home"))
+def test_without_lm_studio_probe_recommend_export_and_how_to_get_it(qtbot, make_wizard, tmp_path: Path) -> None:
+    """No LM Studio: Install still probes, recommends and exports a report, then ends on how to get LM Studio;
+    Repair and Uninstall are not offered until a folder is chosen."""
+    w = make_wizard(WizardConfig(home=tmp_path / "no-such-home", report_file=REPORTS / "ivybridge-gtx770.json"))
     w.show()
     page = w.page_of(PageId.WELCOME)
-    assert not w.button(QWizard.WizardButton.NextButton).isEnabled()
-    assert "⚠" in page.home_label.text()
+    assert "⚠" in page.home_label.text() and "lmstudio.ai" in page.home_label.text()
+    assert not page.repair_radio.isEnabled() and not page.uninstall_radio.isEnabled()
+    to_recommendation(qtbot, w)
+    w.page_of(PageId.HARDWARE)  # export works without LM Studio
+    out = tmp_path / "report.json"
+    w.page_of(PageId.HARDWARE).export_to(out)
+    assert out.is_file()
+    rec = w.page_of(PageId.RECOMMENDATION)
+    assert rec.no_lmstudio.isVisible() and w.state.candidate.variant == "vulkan-avx1"
+    go_next(qtbot, w, PageId.FINISH)
+    assert "LM Studio is not installed" in w.page_of(PageId.FINISH).body.text()
+    assert close_error_dialogs() == []
+    w.restart()
     home = make_home(tmp_path)
     page.set_home(home)  # what "Choose LM Studio folder…" does with the picked folder
-    assert w.button(QWizard.WizardButton.NextButton).isEnabled()
-    assert str(home) in page.home_label.text()
+    assert page.repair_radio.isEnabled() and str(home) in page.home_label.text()
 
 
 def test_welcome_recovers_an_install_killed_midway(qtbot, make_wizard, tmp_path: Path) -> None:

@@ -61,12 +61,13 @@ def test_progress_is_determinate_with_eta_during_build(qtbot, make_wizard, tmp_p
     w = work_wizard(make_wizard, tmp_path, [ninja_plan(60, "--delay", "0.05", label="build")])
     w.show()
     page = w.page_of(PageId.WORK)
-    qtbot.waitUntil(lambda: "— 20/60" in page.status.text() or "— 2" in page.status.text(), timeout=20000)
+    qtbot.waitUntil(lambda: "of 60 steps" in page.status.text(), timeout=20000)
     assert page.stage_state["source"] == DONE and page.stage_state["build"] == "running"
     assert page.stage_state["install"] == PENDING
-    qtbot.waitUntil(lambda: "left" in page.eta.text(), timeout=10000)
-    # build is stage 3 of 7: the overall bar sits between 2/7 and 3/7.
-    assert 285 <= page.progress.value() <= 429
+    qtbot.waitUntil(lambda: "left" in page.eta.text() and "Overall" in page.eta.text(), timeout=10000)
+    assert "left" in page.status.text()  # this stage's time left, next to its steps
+    # Stages are weighted by their cost: the build (stage 3 of 7) is most of the bar, from 25/412 to 385/412.
+    assert 60 <= page.progress.value() <= 935
     qtbot.waitUntil(lambda: page.controller.state is JobState.SUCCEEDED, timeout=30000)
 
 
@@ -81,6 +82,7 @@ def test_failure_shows_one_error_dialog_and_keeps_next_disabled(qtbot, make_wiza
     assert "build exited with code 1" in dialogs[0].error.message
     assert "ninja: build stopped" in dialogs[0].details.toPlainText()
     assert page.stage_state["build"] == FAILED
+    assert page.title() == "It did not work"  # no longer "Working"
     assert page.retry_button.isVisible()
     assert not w.button(QWizard.WizardButton.NextButton).isEnabled()
     diag = page.diagnostics()
@@ -96,13 +98,14 @@ def test_cancel_button_stops_the_process_tree(qtbot, make_wizard, tmp_path: Path
     w = work_wizard(make_wizard, tmp_path, [hanging_build(pidfile)])
     w.show()
     page = w.page_of(PageId.WORK)
-    qtbot.waitUntil(lambda: "— 2/50" in page.status.text(), timeout=20000)
+    qtbot.waitUntil(lambda: "2 of 50 steps" in page.status.text(), timeout=20000)
     child, grandchild = (int(x) for x in pidfile.read_text().split())
     qtbot.mouseClick(page.cancel_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: page.controller.state is JobState.CANCELLED, timeout=20000)
     assert isinstance(page.error, CancelledError)
     assert close_error_dialogs() == []  # a cancel is not an error
-    assert "Cancelled" in page.status.text()
+    assert "Cancelled" in page.status.text() and page.title() == "Cancelled"
+    assert not page.cancel_button.isVisible()  # nothing left to cancel
     qtbot.waitUntil(lambda: gone(child) and gone(grandchild), timeout=10000)
     # Try again runs a fresh job.
     pidfile.unlink()
@@ -119,7 +122,7 @@ def test_closing_the_window_during_work_asks_then_cancels_cleanly(qtbot, make_wi
     w = work_wizard(make_wizard, tmp_path, [hanging_build(pidfile)])
     w.show()
     page = w.page_of(PageId.WORK)
-    qtbot.waitUntil(lambda: "— 2/50" in page.status.text(), timeout=20000)
+    qtbot.waitUntil(lambda: "2 of 50 steps" in page.status.text(), timeout=20000)
     child, grandchild = (int(x) for x in pidfile.read_text().split())
     answers: list[str] = []
 
@@ -153,7 +156,8 @@ def test_closing_waits_for_a_short_background_call(qtbot, make_wizard, tmp_path:
     w.show()
     page = w.page_of(PageId.REPAIR)
     results: list[object] = []
-    bg = Background(page, lambda _ctx: _time.sleep(0.5) or "done", page.show_findings, page._on_job_failed)
+    bg = Background(page, lambda _ctx: _time.sleep(0.5) or (None, []), page._on_doctor_finished,
+                    page._on_job_failed)
     bg.controller.worker.finished.connect(results.append)  # Qt queues it; recorded only if the GUI ran on
     bg.start()
     assert bg.controller.is_running()

@@ -519,7 +519,7 @@ def analyse_guards(
 
     volatile = _VOLATILE_WIN64 if image.win64 else _VOLATILE_SYSV
     code.interesting = interesting
-    code.getters = _flag_getters(code, call_sites, near_flag, is_flag, image.pointers)
+    code.getters = _flag_getters(code, call_sites, near_flag, is_flag)
     stats["getters"] = len(code.getters)
     roots = set(image.entries) | image.data_refs | {f for f in fn_starts if f not in referenced}
 
@@ -628,11 +628,7 @@ _GETTER_MAX = 12  # instructions: a flag getter is a tiny leaf function
 
 
 def _flag_getters(
-    code: _Code,
-    call_sites: Mapping[int, list[int]],
-    near_flag: Callable[[int], bool],
-    is_flag: Callable[[int], bool],
-    pointers: Mapping[int, int],
+    code: _Code, call_sites: Mapping[int, list[int]], near_flag: Callable[[int], bool], is_flag: Callable[[int], bool]
 ) -> frozenset[int]:
     """Called functions that just read a flag and return it (numpy's `npy_cpu_have(id)`: bounds check, then
     `lea rcx, [rip + npy__cpu_have]; movzx eax, byte ptr [rax + rcx]; ret`)."""
@@ -652,7 +648,7 @@ def _flag_getters(
             if "[rip" in o:
                 t = rip_target(o, a + s)
                 if t is not None:
-                    if (m == "lea" and near_flag(t)) or (m == "mov" and near_flag(pointers.get(t, -1))):
+                    if m == "lea" and near_flag(t):
                         fam = _REG_FAMILY.get(o.split(", ", 1)[0])
                         if fam:
                             ptrs.add(fam)

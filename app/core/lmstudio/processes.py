@@ -90,3 +90,51 @@ CLOSE_HINT = (
     "close LM Studio first: quit it from the system tray (closing the window is not enough) and stop the "
     "headless daemon with `lms daemon down`, then try again"
 )
+
+
+@dataclass(frozen=True)
+class QuitResult:
+    """What :func:`quit_lmstudio` did: who stopped, who is still running, how to start the app again."""
+
+    stopped: tuple[LmsProcess, ...]
+    still_running: tuple[LmsProcess, ...]
+    restart_argv: tuple[str, ...] = ()  # the app's own program ("" when only the daemon or engines ran)
+
+
+def quit_lmstudio(home: Path | None = None, *, timeout: float = 10.0,
+                  processes: list[LmsProcess] | None = None) -> QuitResult:
+    """Ask every LM Studio process to quit (SIGTERM on POSIX; TerminateProcess on Windows), wait up to `timeout`.
+
+    Never kills harder: what does not quit is reported in `still_running` (the user quits it from the tray).
+    """
+    procs = lmstudio_processes(home) if processes is None else processes
+    handles: dict[int, psutil.Process] = {}
+    for p in procs:
+        try:
+            h = psutil.Process(p.pid)
+            h.terminate()
+            handles[p.pid] = h
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    _gone, alive = psutil.wait_procs(list(handles.values()), timeout=timeout)
+    alive_pids = {h.pid for h in alive}
+    app = next((p for p in procs if p.kind == "app" and p.exe), None)
+    return QuitResult(
+        stopped=tuple(p for p in procs if p.pid in handles and p.pid not in alive_pids),
+        still_running=tuple(p for p in procs if p.pid in alive_pids or p.pid not in handles),
+        restart_argv=(app.exe,) if app is not None else (),
+    )
+
+
+def start_detached(argv: tuple[str, ...]) -> int:
+    """Start a program (LM Studio again) on its own, not as our child: it outlives this tool. Returns its pid."""
+    import subprocess
+    import sys
+
+    kw: dict[str, object] = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    if sys.platform == "win32":
+        kw["creationflags"] = subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
+    else:
+        kw["start_new_session"] = True
+    proc = subprocess.Popen(list(argv), **kw)  # type: ignore[call-overload]
+    return int(proc.pid)

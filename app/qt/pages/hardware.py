@@ -6,14 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Slot
-from PySide6.QtWidgets import (
-    QFileDialog,
-    QHBoxLayout,
-    QLabel,
-    QPlainTextEdit,
-    QPushButton,
-    QVBoxLayout,
-)
+from PySide6.QtWidgets import QFileDialog, QLabel, QPlainTextEdit
 
 from app.core.errors import UnlockedError
 from app.core.flow import PageId
@@ -21,7 +14,8 @@ from app.core.hardware import probe
 from app.core.hardware.report import HardwareReport
 from app.core.lmstudio.home import LmsHome
 from app.qt.errors import show_error
-from app.qt.pages.base import Background, FlowPage, para
+from app.qt.pages.base import Background, FlowPage, para, push, row
+from app.qt.pages.welcome import load_report_into, pick_and_load_report
 from app.qt.text import WHAT_IS_AVX2, cpu_notes, cpu_summary, gpu_lines, report_details
 from app.qt.worker import JobContext
 
@@ -46,9 +40,7 @@ class HardwarePage(FlowPage):
 
     def __init__(self) -> None:
         super().__init__()
-        self.setTitle("Your hardware")
-        self.setSubTitle("What this computer can run, in plain words.")
-        lay = QVBoxLayout(self)
+        lay = self.lay
         self.status = para("Looking at the processor and graphics cards…", name="Probe status")
         self.cpu_label = QLabel()
         self.cpu_label.setWordWrap(True)
@@ -62,27 +54,23 @@ class HardwarePage(FlowPage):
         for w in (self.status, self.cpu_label, self.cpu_notes, self.gpu_label, self.errors_label):
             lay.addWidget(w)
 
-        self.avx2_button = QPushButton("What is &AVX2?")
-        self.avx2_button.setCheckable(True)
+        self.avx2_button = push("What is &AVX2?", checkable=True)
         self.avx2_text = para(WHAT_IS_AVX2, name="What is AVX2")
         self.avx2_text.setVisible(False)
         self.avx2_button.toggled.connect(self.avx2_text.setVisible)
-        self.details_button = QPushButton("Show &details")
-        self.details_button.setCheckable(True)
+        self.details_button = push("Show &details", checkable=True)
         self.details_button.toggled.connect(self._on_details_toggled)
-        self.export_button = QPushButton("&Export report…")
-        self.export_button.setToolTip("Save this report as JSON, e.g. to build a backend for it on another machine")
-        self.export_button.clicked.connect(self._on_export_clicked)
-        row = QHBoxLayout()
-        for b in (self.avx2_button, self.details_button, self.export_button):
-            row.addWidget(b)
-        row.addStretch(1)
-        lay.addLayout(row)
+        self.export_button = push("&Export report…", self._on_export_clicked,
+                                  tip="Save this report as JSON, e.g. to build a backend for it on another machine")
+        self.load_button = push("&Load a saved report…", self._on_load_clicked,
+                                tip="Show and build for another computer's saved report instead of this one")
+        lay.addLayout(row(self.avx2_button, self.details_button, self.export_button, self.load_button, None))
         lay.addWidget(self.avx2_text)
         self.details = QPlainTextEdit()
         self.details.setReadOnly(True)
         self.details.setAccessibleName("Hardware details")
         self.details.setVisible(False)
+        self.details.setMinimumHeight(160)
         lay.addWidget(self.details, 1)
         lay.addStretch(0)
         self._bg: Background | None = None
@@ -126,6 +114,17 @@ class HardwarePage(FlowPage):
         self.errors_label.setVisible(bool(errs))
         self.details.setPlainText(report_details(report))
         self.export_button.setEnabled(True)
+
+    @Slot()
+    def _on_load_clicked(self) -> None:
+        pick_and_load_report(self)
+
+    def load_report(self, path: Path) -> None:
+        if load_report_into(self, path):
+            report = self.wiz().state.report
+            assert report is not None
+            self._show(report)
+            self.completeChanged.emit()
 
     @Slot(bool)
     def _on_details_toggled(self, on: bool) -> None:

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Slot
-from PySide6.QtWidgets import QButtonGroup, QRadioButton, QVBoxLayout, QWizard
+from PySide6.QtWidgets import QButtonGroup, QRadioButton, QVBoxLayout, QWidget, QWizard
 
 from app.core.flow import PageId
 from app.qt.errors import show_error
 from app.qt.jobs import MethodOption, cheapest_safe, method_options
-from app.qt.pages.base import Background, FlowPage, card, esc, para
+from app.qt.pages.base import Background, FlowPage, card, check_first, clear_layout, esc, para
 from app.qt.text import format_duration, format_size
 
 
 def option_html(opt: MethodOption) -> str:
     """The cost of one option in a few short lines."""
     if not opt.available:
-        return f"<i>Not possible here: {esc(opt.note)}</i>"
+        text = f"<i>Not possible here: {esc(opt.note)}</i>"
+        return text + (f"<br>{esc(opt.needs)}" if opt.needs else "")
     lines = [f"Time: {esc(format_duration(opt.time_seconds))}"]
     if opt.download_bytes is not None:
         lines.append(f"Download: {esc(format_size(opt.download_bytes))}")
@@ -28,6 +29,8 @@ def option_html(opt: MethodOption) -> str:
         lines.append("<b>⚠ Not safe for this computer</b>")
     if opt.note:
         lines.append(esc(opt.note))
+    if opt.needs:
+        lines.append(esc(opt.needs))
     return "<br>".join(lines)
 
 
@@ -36,15 +39,18 @@ class MethodPage(FlowPage):
 
     def __init__(self) -> None:
         super().__init__()
-        self.setTitle("How to get it")
-        self.setSubTitle("The cheapest safe way is preselected. Next starts the job.")
+        # A commit page while its job runs or has succeeded (no Back into a running job); after a failure or a
+        # cancel the Work page lifts it, so Back leads here to pick another way (and Start again).
         self.setCommitPage(True)
         self.setButtonText(QWizard.WizardButton.CommitButton, "&Start")
-        self.lay = QVBoxLayout(self)
+        self.setButtonText(QWizard.WizardButton.NextButton, "&Start")
         self.intro = para(name="Chosen backend")
         self.lay.addWidget(self.intro)
         self.cards = QVBoxLayout()
         self.lay.addLayout(self.cards)
+        self.none_left = para(name="No way left")
+        self.none_left.setVisible(False)
+        self.lay.addWidget(self.none_left)
         self.lay.addStretch(1)
         self.group = QButtonGroup(self)
         self.group.idToggled.connect(self._on_option_toggled)
@@ -74,11 +80,7 @@ class MethodPage(FlowPage):
         show_error(self, exc, title="Method")
 
     def _clear(self) -> None:
-        while self.cards.count():
-            item = self.cards.takeAt(0)
-            w = item.widget() if item is not None else None
-            if w is not None:
-                w.deleteLater()
+        clear_layout(self.cards)
         for r in self.radios:
             self.group.removeButton(r)
         self.radios = []
@@ -94,27 +96,35 @@ class MethodPage(FlowPage):
         for i, opt in enumerate(self.options):
             radio = QRadioButton(opt.title)
             radio.setEnabled(opt.available)
-            radio.setAccessibleName(f"Method {opt.method.value}")
+            radio.setAccessibleName(opt.title.replace("&", ""))
             self.group.addButton(radio, i)
             self.radios.append(radio)
-            self.cards.addWidget(card(radio, para(option_html(opt), rich=True, name=f"Cost of {opt.method.value}")))
+            self.cards.addWidget(card(radio, para(option_html(opt), rich=True,
+                                                  name=f"Cost: {opt.title.replace('&', '')}")))
         best = cheapest_safe(self.options)
         pick = best.method if best else None
         st.method = pick
         for i, opt in enumerate(self.options):
             if opt.method is pick:
                 self.radios[i].setChecked(True)
+        # Nothing possible: say plainly what the cheapest remaining way (a build) needs, not just "not possible".
+        build = next((o for o in self.options if o.method.value == "build"), None)
+        self.none_left.setVisible(pick is None)
+        self.none_left.setText(
+            "None of the ways is possible on this computer yet. " + (build.needs if build and build.needs else "")
+            + " Install what is missing, then press Back and Next to check again.")
         self.completeChanged.emit()
+        if self.wiz().currentPage() is self:
+            self.wiz().focus_page_later()
+
+    def focus_target(self) -> QWidget | None:
+        return self.group.checkedButton()
 
     def isComplete(self) -> bool:
         return self.wizard() is not None and self.wiz().state.method is not None
 
     def choose(self, method: object) -> None:
-        for i, opt in enumerate(self.options):
-            if opt.method is method:
-                self.radios[i].setChecked(True)
-                return
-        raise KeyError(method)
+        check_first(self.radios, self.options, lambda o: o.method is method)
 
     @Slot(int, bool)
     def _on_option_toggled(self, idx: int, on: bool) -> None:

@@ -5,21 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import Slot
-from PySide6.QtWidgets import (
-    QButtonGroup,
-    QCheckBox,
-    QHBoxLayout,
-    QPushButton,
-    QRadioButton,
-    QScrollArea,
-    QVBoxLayout,
-    QWidget,
-)
+from PySide6.QtWidgets import QButtonGroup, QCheckBox, QRadioButton, QVBoxLayout, QWidget
 
 from app.core.flow import PageId
 from app.core.recommend import recommend
 from app.qt.errors import show_error
-from app.qt.pages.base import FlowPage, card, esc, para
+from app.qt.pages.base import FlowPage, card, check_first, clear_layout, esc, para, push, row
+from app.qt.text import ALL_SET
 
 
 def candidate_html(c: Any, *, recommended: bool) -> str:
@@ -38,11 +30,8 @@ class RecommendationPage(FlowPage):
 
     def __init__(self) -> None:
         super().__init__()
-        self.setTitle("Recommended backend")
-        self.setSubTitle("Ranked for this computer; the first one is preselected.")
-        lay = QVBoxLayout(self)
-        self.summary = para(name="Recommendation summary")
-        lay.addWidget(self.summary)
+        lay = self.lay
+        self.summary = self.add(para(name="Recommendation summary"))
         self.official_box = QWidget()
         ol = QVBoxLayout(self.official_box)
         ol.setContentsMargins(0, 0, 0, 0)
@@ -56,25 +45,21 @@ class RecommendationPage(FlowPage):
         ol.addWidget(self.official_label)
         ol.addWidget(self.expert_check)
         lay.addWidget(self.official_box)
+        self.no_lmstudio = para(name="LM Studio not found")
+        self.no_lmstudio.setVisible(False)
+        lay.addWidget(self.no_lmstudio)
 
         self.cards_widget = QWidget()
         self.cards_layout = QVBoxLayout(self.cards_widget)
         self.cards_layout.setContentsMargins(0, 0, 0, 0)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(self.cards_widget)
-        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        lay.addWidget(scroll, 1)
-        self.why_not_button = QPushButton("Why &not the others?")
-        self.why_not_button.setCheckable(True)
+        lay.addWidget(self.cards_widget)
+        self.why_not_button = push("&Why not the others?", checkable=True)
         self.why_not_text = para(rich=True, name="Why not the others")
         self.why_not_text.setVisible(False)
         self.why_not_button.toggled.connect(self._on_why_not_toggled)
-        row = QHBoxLayout()
-        row.addWidget(self.why_not_button)
-        row.addStretch(1)
-        lay.addLayout(row)
+        lay.addLayout(row(self.why_not_button, None))
         lay.addWidget(self.why_not_text)
+        lay.addStretch(1)
         self.group = QButtonGroup(self)
         self.group.idToggled.connect(self._on_candidate_toggled)
         self.radios: list[QRadioButton] = []
@@ -98,10 +83,14 @@ class RecommendationPage(FlowPage):
         # "Continue anyway" only makes sense when there is something to continue with.
         self.expert_check.setVisible(st.has_candidate)
         self.expert_check.setChecked(st.expert_continue)
+        self.no_lmstudio.setVisible(not st.has_lmstudio)
+        self.no_lmstudio.setText(
+            "LM Studio was not found, so nothing can be installed here: Next ends with how to get it. "
+            "Back on the hardware page, Export report… saves this computer's report to build for it elsewhere.")
         self._fill(list(getattr(rec, "candidates", ()) or ()))
         rejected = list(getattr(rec, "rejected", ()) or ())
         self.why_not_text.setText(
-            "<br>".join(f"<b>{esc(str(r.variant))}</b>: {esc(str(r.why_not))}" for r in rejected)
+            "<br>".join(f"<b>{esc(str(r.label or r.variant))}</b>: {esc(str(r.why_not))}" for r in rejected)
             or "No other variants were considered."
         )
         self.completeChanged.emit()
@@ -109,11 +98,7 @@ class RecommendationPage(FlowPage):
     def _fill(self, candidates: list[Any]) -> None:
         for r in self.radios:
             self.group.removeButton(r)
-        while self.cards_layout.count():
-            item = self.cards_layout.takeAt(0)
-            w = item.widget() if item is not None else None
-            if w is not None:
-                w.deleteLater()
+        clear_layout(self.cards_layout)
         self.radios = []
         self._candidates = candidates
         st = self.wiz().state
@@ -123,14 +108,15 @@ class RecommendationPage(FlowPage):
             is_rec = c.variant == rec_variant or (rec_variant is None and i == 0)
             label = str(getattr(c, "label", "") or c.variant)
             radio = QRadioButton(f"{label}{'  (recommended)' if is_rec else ''}")
-            radio.setAccessibleName(f"Backend {c.variant}")
-            detail = para(candidate_html(c, recommended=is_rec), rich=True, name=f"Why {c.variant}")
-            self.cards_layout.addWidget(card(radio, detail, name=f"Card {c.variant}"))
+            radio.setAccessibleName(f"Backend: {label}")
+            detail = para(candidate_html(c, recommended=is_rec), rich=True, name=f"Why {label}")
+            self.cards_layout.addWidget(card(radio, detail, name=f"Card: {label}"))
             self.group.addButton(radio, i)
             self.radios.append(radio)
-        self.cards_layout.addStretch(1)
         if not candidates:
-            self.cards_layout.insertWidget(0, para("Nothing this tool can install fits this computer."))
+            self.cards_layout.addWidget(para(ALL_SET if st.official_works
+                                             else "Nothing this tool can install fits this computer.",
+                                             name="No backend to install"))
         prev = st.candidate
         pick = next((i for i, c in enumerate(candidates) if prev is not None and c.variant == prev.variant), None)
         if pick is None:
@@ -138,17 +124,23 @@ class RecommendationPage(FlowPage):
         if candidates:
             self.radios[pick].setChecked(True)
             st.candidate = candidates[pick]
+        # Cards are made after the page's other widgets: put them back in reading order for Tab.
+        chain = [w for w in (self.expert_check, *self.radios) if w is not None]
+        for a, b in zip(chain, [*chain[1:], self.why_not_button], strict=True):
+            self.setTabOrder(a, b)
 
     def isComplete(self) -> bool:
         st = self.wiz().state if self.wizard() else None
         return st is not None and st.recommendation is not None
 
+    def focus_target(self) -> QWidget | None:
+        checked = self.group.checkedButton()
+        if checked is not None:
+            return checked
+        return self.expert_check if self.expert_check.isVisible() else None
+
     def select_variant(self, variant: str) -> None:
-        for i, c in enumerate(self._candidates):
-            if c.variant == variant:
-                self.radios[i].setChecked(True)
-                return
-        raise KeyError(variant)
+        check_first(self.radios, self._candidates, lambda c: c.variant == variant)
 
     @Slot(int, bool)
     def _on_candidate_toggled(self, idx: int, on: bool) -> None:

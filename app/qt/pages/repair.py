@@ -1,29 +1,55 @@
-"""Repair: doctor's findings as a checklist with explanations, Fix selected, before/after."""
+"""Repair: probe the hardware and run the doctor off the GUI thread, show every finding in words (each automatic
+fix a visible, ticked line), confirm the list, fix, and show before/after."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt, Slot
-from PySide6.QtWidgets import QHBoxLayout, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout
+from PySide6.QtCore import Slot
+from PySide6.QtWidgets import QCheckBox, QVBoxLayout, QWidget
 
 from app.core.flow import PageId
+from app.core.hardware import probe
 from app.core.lmstudio import doctor
 from app.qt.errors import show_error
-from app.qt.pages.base import Background, FlowPage, para
+from app.qt.pages.base import Background, FlowPage, card, clear_layout, confirm, esc, para, path_link, push, row
+from app.qt.text import SEVERITY_WORDS, cpu_summary, finding_title
 from app.qt.worker import JobContext
 
 
+def finding_heading(f: Any) -> str:
+    """'Warning: The same backend is installed twice — llama.cpp-…@2.14.0'."""
+    sev = SEVERITY_WORDS.get(getattr(f, "severity", ""), "Note")
+    backend = getattr(f, "backend", "")
+    return f"{sev}: {finding_title(f.code)}" + (f" — {backend}" if backend else "")
+
+
 def finding_text(f: Any) -> str:
-    title = getattr(f, "title", "") or getattr(f, "message", "") or str(f)
-    expl = getattr(f, "explanation", "") or getattr(f, "hint", "")
-    fix = getattr(f, "fix", "") or getattr(f, "action", "")
-    text = str(title)
-    if expl:
-        text += f"\n    {expl}"
-    if fix and isinstance(fix, str):
-        text += f"\n    Fix: {fix}"
-    return text
+    """The heading, the explanation and what fixes it, in plain text (the code only in brackets at the end)."""
+    text = finding_heading(f) + f"\n    {f.explanation}"
+    if f.fix:
+        text += f"\n    {'Fix' if f.auto else 'What to do'}: {f.fix}"
+    return text + f"\n    [{f.code}]"
+
+
+def fix_line(f: Any) -> str:
+    backend = f" ({f.backend})" if f.backend else ""
+    return f"{finding_title(f.code)}{backend}: {f.fix}"
+
+
+def doctor_job(home: Any, report: Any, report_file: Path | None) -> Any:
+    """Probe this computer (or read the saved report) when the wizard has no report yet, then diagnose with it:
+    GPU findings (a Vulkan backend without a usable Vulkan device) need the hardware."""
+
+    def job(_ctx: JobContext) -> tuple[Any, list[Any]]:
+        rep = report
+        if rep is None:
+            rep = (probe.load_report_file(report_file) if report_file is not None
+                   else probe.probe_hardware(disk_path=home.path))
+        return rep, list(doctor.diagnose(home, report=rep))
+
+    return job
 
 
 class RepairPage(FlowPage):
@@ -31,71 +57,84 @@ class RepairPage(FlowPage):
 
     def __init__(self) -> None:
         super().__init__()
-        self.setTitle("Repair")
-        self.setSubTitle("Why LM Studio does not list or load a backend — checked in order.")
-        lay = QVBoxLayout(self)
         self.status = para(name="Repair status")
-        lay.addWidget(self.status)
-        self.list = QListWidget()
-        self.list.setAccessibleName("Findings")
-        self.list.setWordWrap(True)
-        self.list.setSpacing(4)
-        self.list.setAlternatingRowColors(True)
-        lay.addWidget(self.list, 1)
-        row = QHBoxLayout()
-        self.rescan_button = QPushButton("Check a&gain")
-        self.fix_button = QPushButton("&Fix selected")
-        self.fix_button.setToolTip("Apply the ticked fixes (everything replaced is backed up first)")
-        row.addWidget(self.rescan_button)
-        row.addStretch(1)
-        row.addWidget(self.fix_button)
-        lay.addLayout(row)
+        self.lay.addWidget(self.status)
+        self.cards = QVBoxLayout()
+        self.lay.addLayout(self.cards)
+        self.to_apply = para(name="Fixes that will be applied")
+        self.lay.addWidget(self.to_apply)
+        self.rescan_button = push("Check a&gain", self._on_rescan_clicked)
+        self.fix_button = push("&Fix the ticked problems…", self._on_fix_clicked,
+                               tip="Lists the fixes and asks first; everything changed is backed up")
+        self.lay.addLayout(row(self.rescan_button, None, self.fix_button))
         self.before_after = para(name="Before and after")
-        lay.addWidget(self.before_after)
-        self.rescan_button.clicked.connect(self._on_rescan_clicked)
-        self.fix_button.clicked.connect(self._on_fix_clicked)
+        self.lay.addWidget(self.before_after)
+        self.lay.addStretch(1)
         self.findings: list[Any] = []
+        self.fix_boxes: dict[int, QCheckBox] = {}
         self._bg: Background | None = None
 
     def initializePage(self) -> None:
         if not self.findings and (self._bg is None or self._bg.done):
             self.run_doctor()
 
+    def focus_target(self) -> QWidget | None:
+        return self.fix_button if self.fix_button.isEnabled() else self.rescan_button
+
     def busy(self) -> bool:
         return self._bg is not None and not self._bg.done
 
     def run_doctor(self) -> None:
         st = self.wiz().state
-        report = st.report
+        job = doctor_job(st.require_home(), st.report, self.wiz().config.report_file)
+        self._start(job, "Looking at the hardware and LM Studio's backends…", self._on_doctor_finished)
 
-        def job(_ctx: JobContext) -> Any:
-            return doctor.diagnose(st.require_home(), report=report)
-
-        self.status.setText("Checking…")
+    def _start(self, job: Any, status: str, on_ok: Any) -> None:
+        self.status.setText(status)
         self.fix_button.setEnabled(False)
-        self._bg = Background(self, job, self._on_doctor_finished, self._on_job_failed).start()
+        self._bg = Background(self, job, on_ok, self._on_job_failed).start()
+        self.completeChanged.emit()
 
     @Slot(object)
     def _on_doctor_finished(self, result: Any) -> None:
-        self.show_findings(list(result))
+        report, findings = result
+        self.wiz().state.report = report
+        self.show_findings(findings)
 
     def show_findings(self, findings: list[Any]) -> None:
         self.findings = findings
-        self.list.clear()
-        for f in findings:
-            item = QListWidgetItem(finding_text(f))
-            fixable = bool(getattr(f, "fixable", False))
-            flags = item.flags() | Qt.ItemFlag.ItemIsUserCheckable
-            if not fixable:
-                flags &= ~Qt.ItemFlag.ItemIsUserCheckable
-            item.setFlags(flags)
-            if fixable:
-                item.setCheckState(Qt.CheckState.Checked)
-            self.list.addItem(item)
+        clear_layout(self.cards)
+        self.fix_boxes = {}
+        for i, f in enumerate(findings):
+            heading = para(f"<b>{esc(finding_heading(f))}</b>", rich=True, name="Finding")
+            heading.setToolTip(f"code: {f.code}")
+            parts: list[QWidget] = [heading, para(f.explanation, name="Explanation")]
+            if f.auto:
+                box = QCheckBox(f"Fix automatically: {f.fix}")
+                box.setChecked(True)
+                box.setToolTip(f"code: {f.code}" + (" — needs LM Studio closed" if f.needs_closed else ""))
+                box.toggled.connect(self._on_fix_toggled)
+                self.fix_boxes[i] = box
+                parts.append(box)
+            elif f.fix:
+                target = Path(f.target) if f.target else None
+                link = f" — {path_link(target, 'Open folder')}" if target is not None and target.exists() else ""
+                parts.append(para(f"What to do: {esc(f.fix)}{link}", links=True, name="What to do"))
+            self.cards.addWidget(card(*parts, name=finding_title(f.code)))
+        report = self.wiz().state.report
+        hw = f" Checked with the hardware of {cpu_summary(report.cpu)}." if report is not None else ""
         n = len(findings)
-        self.status.setText("No problems found." if n == 0 else f"{n} problem{'s' if n != 1 else ''} found:")
-        self.fix_button.setEnabled(any(getattr(f, "fixable", False) for f in findings))
+        self.status.setText(("No problems found." if n == 0 else f"{n} finding{'s' if n != 1 else ''}:") + hw)
+        self._on_fix_toggled(True)
         self.completeChanged.emit()
+
+    @Slot(bool)
+    def _on_fix_toggled(self, _on: bool) -> None:
+        chosen = self.checked_findings()
+        self.fix_button.setEnabled(bool(chosen) and not self.busy())
+        self.to_apply.setText(
+            ("Will be fixed when you press Fix:\n" + "\n".join(f"• {fix_line(f)}" for f in chosen)) if chosen
+            else ("Nothing is ticked to fix automatically." if self.fix_boxes else ""))
 
     @Slot(object)
     def _on_job_failed(self, exc: BaseException) -> None:
@@ -104,12 +143,12 @@ class RepairPage(FlowPage):
         self.completeChanged.emit()
 
     def checked_findings(self) -> list[Any]:
-        return [f for i, f in enumerate(self.findings)
-                if self.list.item(i).checkState() == Qt.CheckState.Checked]
+        return [self.findings[i] for i, box in self.fix_boxes.items() if box.isChecked()]
 
     @Slot()
     def _on_rescan_clicked(self) -> None:
         if not self.busy():
+            self.before_after.setText("")
             self.run_doctor()
 
     @Slot()
@@ -117,20 +156,23 @@ class RepairPage(FlowPage):
         chosen = self.checked_findings()
         if not chosen or self.busy():
             return
+        listing = "\n".join(f"• {fix_line(f)}" for f in chosen)
+        if not confirm(self, "Apply these fixes?",
+                       f"These {len(chosen)} fix(es) will be applied (everything changed is backed up first):\n\n"
+                       f"{listing}", yes="&Apply fixes"):
+            return
         st = self.wiz().state
-        report = st.report
+        home, report = st.require_home(), st.report
 
         def job(_ctx: JobContext) -> Any:
-            return doctor.repair(st.require_home(), chosen, report=report)
+            return doctor.repair(home, chosen, report=report)
 
-        self.status.setText("Fixing…")
-        self.fix_button.setEnabled(False)
-        self._bg = Background(self, job, self._on_fix_finished, self._on_job_failed).start()
+        self._start(job, "Fixing…", self._on_fix_finished)
 
     @Slot(object)
     def _on_fix_finished(self, outcome: Any) -> None:
         self.show_findings(list(outcome.after))
-        lines = [f"Before: {len(outcome.before)} problem(s). After: {len(outcome.after)} problem(s)."]
+        lines = [f"Before: {len(outcome.before)} finding(s). After: {len(outcome.after)} finding(s)."]
         lines += [f"✓ {a}" for a in outcome.applied]
         lines += [f"– skipped: {s}" for s in outcome.skipped]
         if outcome.backup_dir:

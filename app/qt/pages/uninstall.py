@@ -6,13 +6,13 @@ from datetime import datetime
 from typing import Any
 
 from PySide6.QtCore import Qt, Slot
-from PySide6.QtWidgets import QHBoxLayout, QPushButton, QTreeWidget, QTreeWidgetItem, QVBoxLayout
+from PySide6.QtWidgets import QTreeWidget, QTreeWidgetItem
 
 from app.core.flow import PageId
-from app.core.lmstudio import install
+from app.core.lmstudio import install, prefs
 from app.core.lmstudio.backends import list_backends
 from app.qt.errors import show_error
-from app.qt.pages.base import FlowPage, para
+from app.qt.pages.base import FlowPage, confirm, para, push, row
 from app.qt.text import format_size
 
 
@@ -24,33 +24,35 @@ def folder_size(path: Any) -> int:
     return total
 
 
+def removal_question(chosen: list[Any], in_use: str) -> str:
+    """The confirmation text; it says loudly when a ticked backend is the one LM Studio uses."""
+    names = "\n".join(f"• {b.ident}" for b in chosen)
+    text = f"Remove these backends from LM Studio?\n\n{names}\n\nA backup is kept; Restore brings them back."
+    if in_use and any(b.ident == in_use for b in chosen):
+        text = (f"LM Studio uses {in_use} for GGUF models right now. After removing it, LM Studio falls back to "
+                "one of its own backends — which may not run on this computer.\n\n" + text)
+    return text
+
+
 class UninstallPage(FlowPage):
     page_id = PageId.UNINSTALL
 
     def __init__(self) -> None:
         super().__init__()
-        self.setTitle("Uninstall")
-        self.setSubTitle("Only backends this tool installed are listed; LM Studio's own are never touched.")
-        lay = QVBoxLayout(self)
-        self.status = para(name="Uninstall status")
-        lay.addWidget(self.status)
+        lay = self.lay
+        self.status = self.add(para(name="Uninstall status"))
         self.tree = QTreeWidget()
         self.tree.setAccessibleName("Installed backends")
         self.tree.setHeaderLabels(["Backend", "Size", "Installed"])
         self.tree.setRootIsDecorated(False)
+        self.tree.setMinimumHeight(100)
         lay.addWidget(self.tree, 1)
-        row = QHBoxLayout()
-        self.remove_button = QPushButton("&Remove selected")
-        self.remove_button.setToolTip("Removes the ticked backends; a backup is kept so you can restore them")
-        self.restore_button = QPushButton("R&estore what was removed")
-        row.addStretch(1)
-        row.addWidget(self.restore_button)
-        row.addWidget(self.remove_button)
-        lay.addLayout(row)
+        self.remove_button = push("&Remove the ticked backends…", self._on_remove_clicked,
+                                  tip="Asks first; a backup is kept so you can restore them")
+        self.restore_button = push("R&estore what was removed", self._on_restore_clicked)
+        lay.addLayout(row(None, self.restore_button, self.remove_button))
         self.result = para(name="Uninstall result")
         lay.addWidget(self.result)
-        self.remove_button.clicked.connect(self._on_remove_clicked)
-        self.restore_button.clicked.connect(self._on_restore_clicked)
         self.backends: list[Any] = []
         self.removed: list[Any] = []
 
@@ -83,6 +85,14 @@ class UninstallPage(FlowPage):
         self.remove_button.setEnabled(n > 0)
         self.restore_button.setVisible(bool(self.removed))
 
+    def selected_ident(self) -> str:
+        """The backend LM Studio uses for GGUF models ('' when none or unreadable)."""
+        try:
+            sel = prefs.selected_for(self.wiz().state.require_home(), "gguf")
+        except Exception:
+            return ""
+        return str(getattr(sel, "ident", "") or "")
+
     def checked(self) -> list[Any]:
         out = []
         for i, b in enumerate(self.backends):
@@ -98,6 +108,9 @@ class UninstallPage(FlowPage):
             self.result.setText("Tick at least one backend first.")
             return
         st = self.wiz().state
+        if not confirm(self, "Remove these backends?", removal_question(chosen, self.selected_ident()),
+                       yes="&Remove"):
+            return
         try:
             done = []
             for b in chosen:

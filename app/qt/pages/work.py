@@ -6,30 +6,31 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from PySide6.QtCore import QSize, QUrl, Slot
-from PySide6.QtGui import QDesktopServices, QGuiApplication
-from PySide6.QtWidgets import (
-    QHBoxLayout,
-    QLabel,
-    QListWidget,
-    QListWidgetItem,
-    QProgressBar,
-    QPushButton,
-    QStyle,
-    QVBoxLayout,
-)
+from PySide6.QtCore import QSize, QTimer, QUrl, Slot
+from PySide6.QtGui import QDesktopServices, QGuiApplication, QIcon
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QProgressBar, QStyle, QVBoxLayout
 
 from app.core.errors import CancelledError
 from app.core.flow import STAGES, Method, PageId
 from app.core.paths import user_log_dir
+from app.core.progress import ProgressTracker
 from app.core.runner import Progress
 from app.qt.errors import as_unlocked_error, diagnostics_text, show_error
 from app.qt.logview import LogView
-from app.qt.pages.base import FlowPage, para
-from app.qt.text import format_duration
+from app.qt.pages.base import PAGE_TEXT, FlowPage, open_folder, para, push, row
+from app.qt.text import format_duration, overall_progress_text, stage_progress_text
 from app.qt.worker import JobController, JobState
 
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
+
+
+TITLES = {
+    "running": PAGE_TEXT[PageId.WORK],
+    "done": ("Done", "Every stage finished. Next shows what was checked."),
+    "failed": ("It did not work",
+               "Nothing half-done was left in LM Studio. Try again, or go Back and pick another way."),
+    "cancelled": ("Cancelled", "Nothing was installed. Try again, or go Back and pick another way."),
+}
 
 
 class WorkPage(FlowPage):
@@ -37,9 +38,6 @@ class WorkPage(FlowPage):
 
     def __init__(self) -> None:
         super().__init__()
-        self.setTitle("Working")
-        self.setSubTitle("You can keep using the computer; a build can take a while.")
-        lay = QVBoxLayout(self)
         top = QHBoxLayout()
         self.stage_list = QListWidget()
         self.stage_list.setAccessibleName("Stages")
@@ -50,40 +48,40 @@ class WorkPage(FlowPage):
         self.status = para(name="Current stage")
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
+        self.progress.setFormat("%p %")
         self.progress.setAccessibleName("Overall progress")
         self.eta = QLabel()
+        self.eta.setWordWrap(True)
         self.eta.setAccessibleName("Time left")
         self.log_view = LogView()
+        self.log_view.setMinimumHeight(120)
         right.addWidget(self.status)
         right.addWidget(self.progress)
         right.addWidget(self.eta)
         right.addWidget(self.log_view, 1)
         top.addLayout(right, 1)
-        lay.addLayout(top, 1)
-        row = QHBoxLayout()
-        self.open_log_button = QPushButton("Open &log")
-        self.open_log_button.setToolTip("Open the full log file")
-        self.copy_button = QPushButton("Copy dia&gnostics")
-        self.copy_button.setToolTip("Copy the error, versions and the last lines of the log")
-        self.retry_button = QPushButton("&Try again")
-        self.cancel_button = QPushButton("&Cancel job")
-        self.cancel_button.setToolTip("Stop the job and every program it started")
-        for b in (self.open_log_button, self.copy_button):
-            row.addWidget(b)
-        row.addStretch(1)
-        row.addWidget(self.retry_button)
-        row.addWidget(self.cancel_button)
-        lay.addLayout(row)
-        self.open_log_button.clicked.connect(self._on_open_log_clicked)
-        self.copy_button.clicked.connect(self._on_copy_clicked)
-        self.cancel_button.clicked.connect(self._on_cancel_clicked)
-        self.retry_button.clicked.connect(self._on_retry_clicked)
+        self.lay.addLayout(top, 1)
+        self.open_log_button = push("Open &log", self._on_open_log_clicked, tip="Open the full log file")
+        self.logs_folder_button = push("Logs &folder", self._on_logs_folder_clicked,
+                                       tip="Open the folder with every job's log")
+        self.copy_button = push("Copy dia&gnostics", self._on_copy_clicked,
+                                tip="Copy the error, versions and the last lines of the log")
+        self.retry_button = push("&Try again", self._on_retry_clicked)
+        self.cancel_button = push("Cancel &job", self._on_cancel_clicked,
+                                  tip="Stop the job and every program it started")
+        self.lay.addLayout(row(self.open_log_button, self.logs_folder_button, self.copy_button, None,
+                               self.retry_button, self.cancel_button))
         self.controller: JobController | None = None
         self.stages: tuple[str, ...] = ()
         self.stage_state: dict[str, str] = {}
         self.current_stage = ""
         self.error: BaseException | None = None
+        self.tracker: ProgressTracker | None = None
         self._t0 = 0.0
+        # The estimate moves on its own once a second (a stalled stage's time left grows instead of freezing).
+        self._tick = QTimer(self)
+        self._tick.setInterval(1000)
+        self._tick.timeout.connect(self._on_tick_timeout)
         self._icons = {
             DONE: self.style().standardIcon(QStyle.StandardPixmap.SP_DialogApplyButton),
             RUNNING: self.style().standardIcon(QStyle.StandardPixmap.SP_MediaPlay),
@@ -91,13 +89,25 @@ class WorkPage(FlowPage):
         }
         self._set_idle_buttons()
 
+    def set_phase(self, phase: str) -> None:
+        title, sub = TITLES[phase]
+        self.setTitle(title)
+        self.setSubTitle(sub)
+
     # -- lifecycle -------------------------------------------------------------------------------
 
     def initializePage(self) -> None:
-        # initializePage runs each time the page is entered with Next: start at most one job.
-        # After a failure or cancel the user restarts with "Try again".
-        if self.controller is None:
+        # initializePage runs each time the page is entered with Next: start at most one job. Entered again
+        # after a failure or cancel (Back, another way, Start), it starts the new choice.
+        if self.controller is None or self.controller.state in (JobState.FAILED, JobState.CANCELLED):
             self.start_job()
+
+    def focus_target(self):  # type: ignore[no-untyped-def]
+        return self.cancel_button if self.is_running() else None
+
+    def _method_page_commits(self, on: bool) -> None:
+        """While a job runs (or after it succeeded) there is no way Back; after a failure or cancel there is."""
+        self.wiz().page_of(PageId.METHOD).setCommitPage(on)
 
     def isComplete(self) -> bool:
         return self.controller is not None and self.controller.state is JobState.SUCCEEDED
@@ -120,6 +130,10 @@ class WorkPage(FlowPage):
         self.progress.setValue(0)
         self.eta.setText("")
         self.status.setText("Starting…")
+        self.set_phase("running")
+        self._method_page_commits(True)
+        opt = next((o for o in st.method_options if o.method is method), None)
+        self.tracker = ProgressTracker.for_method(method, time.monotonic(), getattr(opt, "time_seconds", None))
         log_dir = wiz.config.log_dir or user_log_dir()
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         st.log_path = Path(log_dir) / f"job-{method.value}-{stamp}.log"
@@ -133,6 +147,7 @@ class WorkPage(FlowPage):
         w.failed.connect(self._on_worker_failed)
         self._t0 = time.monotonic()
         self.controller.start()
+        self._tick.start()
         self._set_running_buttons()
         self.completeChanged.emit()
 
@@ -151,8 +166,6 @@ class WorkPage(FlowPage):
         self._paint_stages()
 
     def _paint_stages(self) -> None:
-        from PySide6.QtGui import QIcon
-
         for i, s in enumerate(self.stages):
             item = self.stage_list.item(i)
             state = self.stage_state.get(s, PENDING)
@@ -161,19 +174,21 @@ class WorkPage(FlowPage):
             item.setData(0x0100, state)  # Qt.UserRole: the state, for tests and accessibility tools
 
     def _set_idle_buttons(self) -> None:
-        self.cancel_button.setEnabled(False)
+        self.cancel_button.setVisible(False)
         self.retry_button.setVisible(False)
 
     def _set_running_buttons(self) -> None:
+        self.cancel_button.setVisible(True)
         self.cancel_button.setEnabled(True)
         self.retry_button.setVisible(False)
 
-    def _overall(self, p: Progress | None) -> float:
-        if not self.stages:
-            return 0.0
-        idx = self.stages.index(self.current_stage) if self.current_stage in self.stages else 0
-        frac = p.fraction if p is not None else 0.0
-        return (idx + frac) / len(self.stages)
+    def _show_estimate(self) -> None:
+        if self.tracker is None:
+            return
+        snap = self.tracker.snapshot(time.monotonic())
+        self.status.setText(stage_progress_text(snap))
+        self.progress.setValue(round(snap.overall_fraction * 1000))
+        self.eta.setText(overall_progress_text(snap))
 
     # -- worker slots (run in the GUI thread) ------------------------------------------------------
 
@@ -181,8 +196,15 @@ class WorkPage(FlowPage):
     def _on_worker_started(self) -> None:
         self.status.setText("Working…")
 
+    @Slot()
+    def _on_tick_timeout(self) -> None:
+        if self.is_running():
+            self._show_estimate()
+
     @Slot(object)
     def _on_worker_progress(self, p: Progress) -> None:
+        if self.tracker is not None:
+            self.tracker.update(time.monotonic(), p.label, p.done, p.total)
         if p.label in self.stage_state and p.label != self.current_stage:
             if self.current_stage in self.stage_state:
                 self.stage_state[self.current_stage] = DONE
@@ -193,14 +215,7 @@ class WorkPage(FlowPage):
             self.current_stage = p.label
             self.stage_state[p.label] = RUNNING
             self._paint_stages()
-        n = self.stages.index(self.current_stage) + 1 if self.current_stage in self.stages else 0
-        step = f" — {p.done}/{p.total}" if p.total > 1 else ""
-        self.status.setText(f"Stage {n} of {len(self.stages)}: {self.current_stage or p.label}{step}")
-        self.progress.setValue(round(self._overall(p) * 1000))
-        if p.total > 1 and p.done < p.total:
-            self.eta.setText(f"This stage: {format_duration(p.eta_seconds)} left")
-        else:
-            self.eta.setText("")
+        self._show_estimate()
 
     @Slot(object)
     def _on_worker_finished(self, outcome: object) -> None:
@@ -212,8 +227,10 @@ class WorkPage(FlowPage):
         self.progress.setValue(1000)
         self.eta.setText("")
         self.status.setText(f"Done in {format_duration(time.monotonic() - self._t0).removeprefix('about ')}.")
+        self._tick.stop()
         st.outcome = outcome
         st.work_succeeded = True
+        self.set_phase("done")
         self._set_idle_buttons()
         self.completeChanged.emit()
 
@@ -224,9 +241,12 @@ class WorkPage(FlowPage):
             self.stage_state[self.current_stage] = FAILED
         self._paint_stages()
         self.log_view.flush()
+        self._tick.stop()
         self._set_idle_buttons()
         self.retry_button.setVisible(True)
         self.eta.setText("")
+        self.set_phase("cancelled" if isinstance(exc, CancelledError) else "failed")
+        self._method_page_commits(False)  # Back leads to the Method page again
         if isinstance(exc, CancelledError):
             self.status.setText("Cancelled. Nothing was installed; every program the job started was stopped.")
         else:
@@ -253,6 +273,11 @@ class WorkPage(FlowPage):
         path = self.wiz().state.log_path
         if path is not None:
             QDesktopServices.openUrl(QUrl.fromLocalFile(str(path)))
+
+    @Slot()
+    def _on_logs_folder_clicked(self) -> None:
+        path = self.wiz().state.log_path
+        open_folder(path.parent if path is not None else self.wiz().config.log_dir or user_log_dir())
 
     @Slot()
     def _on_copy_clicked(self) -> None:
