@@ -15,6 +15,7 @@ from app.cli_cmds.common import add_home_flag, add_json_flag, add_report_source_
 from app.core.errors import UsageError
 from app.core.hardware.report import HardwareReport
 from app.core.lmstudio.backends import find_backend, list_backends
+from app.core.lmstudio.backups import clean_backups, list_backups
 from app.core.lmstudio.doctor import Finding, diagnose, repair, repair_plan
 from app.core.lmstudio.engine_index import last_status
 from app.core.lmstudio.errors import HomeNotFound
@@ -79,6 +80,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     d.add_argument("--backend", metavar="NAME@VERSION", help="with --log: the backend that crashed")
     d.set_defaults(handler=run_doctor)
+
+    c = sub.add_parser(
+        "clean-backups",
+        help="list the backups kept in <LM Studio home>/.lms-unlocked/backups and remove those no uninstall needs",
+        description="Every change keeps what it replaced under <home>/.lms-unlocked/backups/. Without --yes this "
+        "lists them with their sizes; with --yes it removes those that no install record still needs to restore.",
+    )
+    c.add_argument("--yes", action="store_true", help="remove them (default: only list)")
+    _common(c)
+    c.set_defaults(handler=run_clean_backups)
 
     r = sub.add_parser(
         "repair",
@@ -273,6 +284,26 @@ def run_select(args: argparse.Namespace) -> int:
         emit_json({"ok": True, "selected": sel.ident, "model_format": sel.model_format, "recovered": recovered})
     else:
         out(f"selected {sel.ident} for {sel.model_format} models")
+    return 0
+
+
+def run_clean_backups(args: argparse.Namespace) -> int:
+    h = _home(args)
+    recovered = _recover(h, args)
+    backups = list_backups(h)
+    removed = {b.txid for b in clean_backups(h)} if args.yes else set()
+    if args.json:
+        emit_json({"ok": True, "recovered": recovered, "removed": sorted(removed), "backups": [
+            {"txid": b.txid, "path": str(b.path), "bytes": b.size, "needed_for": b.needed_for,
+             "removed": b.txid in removed} for b in backups]})
+        return 0
+    out(f"backups in {h.path / '.lms-unlocked' / 'backups'}:" if backups else "no backups kept")
+    for b in backups:
+        state = "removed" if b.txid in removed else ("kept: " + b.needed_for if b.needed else "not needed")
+        out(f"  {b.txid}  {b.size / 1e6:8.1f} MB  {state}")
+    spare = sum(b.size for b in backups if not b.needed)
+    if not args.yes and spare:
+        out(f"{spare / 1e6:.1f} MB can be freed: run `lms-unlocked clean-backups --yes`")
     return 0
 
 

@@ -10,11 +10,9 @@ library at all, means "not proven" and the patch is refused.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import fnmatch
 import os
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +20,7 @@ from typing import Any
 
 from app.core.builder.audit import FolderAudit, Violation, audit_folder, audit_violations
 from app.core.fetch.errors import PatchRefused
-from app.core.fetch.obtain import new_staging_dir
+from app.core.fetch.obtain import staging_area
 from app.core.hardware.report import HardwareReport
 from app.core.lmstudio.backends import BackendInfo, find_backend, list_backends
 from app.core.lmstudio.clone import clone_template
@@ -188,8 +186,7 @@ def execute_patch(plan: PatchPlan, *, provenance: Mapping[str, Any] | None = Non
             hint="Use a prebuilt backend (`lms-unlocked install --catalog`) or build one (`lms-unlocked build`).",
             details="\n".join(plan.describe()),
         )
-    staging = new_staging_dir()
-    try:
+    with staging_area() as staging:
         dest = staging / f"{plan.new_name}-{plan.template.version}"
         clone_template(
             plan.template.folder, dest, new_name=plan.new_name, ise=list(PATCH_ISE), display_suffix=DISPLAY_SUFFIX
@@ -207,9 +204,6 @@ def execute_patch(plan: PatchPlan, *, provenance: Mapping[str, Any] | None = Non
         }
         info.update(provenance or {})
         return execute_install(ip, provenance=info)
-    finally:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(staging)
 
 
 def find_patch_candidates(

@@ -131,13 +131,16 @@ def older(text: str | None, than: str | None) -> bool | None:
     return a < b
 
 
-def version_key(text: str) -> tuple[int, Version | str]:
-    """A sort key for version strings that may be broken: valid versions sort by Version, after invalid ones.
+def version_key(text: str) -> tuple[int, int, Version | str]:
+    """A sort key for version strings that may be broken: unreadable ones first (by text), then versions, then
+    llama.cpp tags (b6275 < b10662), so a tag is never compared with a version.
 
     For sorting data read from disk, where one bad manifest must not stop the listing.
     """
     v = Version.parse_or_none(text)
-    return (1, v) if v is not None and not v.llama_tag else (0, str(text))
+    if v is None:
+        return (0, 0, str(text))
+    return (1, 1 if v.llama_tag else 0, v)
 
 
 def is_llama_tag(text: str) -> bool:

@@ -16,13 +16,17 @@ from typing import Any
 
 from app.core import install_check, patchonly
 from app.core.builder import audit, pipeline, smoke, tinymodel
+from app.core.builder.prereq import PrereqReport
 from app.core.errors import UnlockedError
 from app.core.fetch import obtain
 from app.core.flow import Method
+from app.core.hardware.report import HardwareReport
 from app.core.lmstudio import backends, provenance
 from app.core.lmstudio import install as inst
-from app.core.recommend import pick_build_template
+from app.core.lmstudio.home import LmsHome
+from app.core.recommend import Candidate, pick_build_template
 from app.core.runner import ProcessPlan, Progress, run_process
+from app.qt.state import WizardConfig, WizardState
 from app.qt.text import build_needs, variant_name
 from app.qt.worker import Job, JobContext
 
@@ -89,7 +93,7 @@ class MethodOption:
     download_bytes: int | None = None
     prereqs: tuple[Prereq, ...] = ()
     note: str = ""
-    detail: Any = None  # the core object behind it (catalog entry, build plan, patch plan)
+    detail: patchonly.PatchPlan | obtain.ObtainPlan | pipeline.BuildJob | None = None  # the core plan behind it
     needs: str = ""  # what this way needs from the computer (internet, disk space, tools), in one sentence
 
 
@@ -121,7 +125,7 @@ def _option(method: Method, build: Callable[[], MethodOption]) -> MethodOption:
         return unavailable(method, exc)
 
 
-def method_options(state: Any, config: Any) -> list[MethodOption]:
+def method_options(state: WizardState, config: WizardConfig) -> list[MethodOption]:
     """Ask the core what each method would cost for the chosen candidate (never guessed here)."""
     return [
         _option(Method.PATCH, lambda: _patch_option(state, config)),
@@ -130,13 +134,14 @@ def method_options(state: Any, config: Any) -> list[MethodOption]:
     ]
 
 
-def _framework(candidate: Any) -> str:
-    fw = str(getattr(candidate, "gpu_framework", "") or "")
+def _framework(candidate: Candidate | None) -> str:
+    fw = candidate.gpu_framework if candidate is not None else ""
     return "" if fw in ("", "none", "cpu") else fw
 
 
-def _patch_option(state: Any, config: Any) -> MethodOption:
-    plans = patchonly.find_patch_candidates(state.home, state.report, frameworks=(_framework(state.candidate),))
+def _patch_option(state: WizardState, config: WizardConfig) -> MethodOption:
+    plans = patchonly.find_patch_candidates(state.require_home(), state.require_report(),
+                                            frameworks=(_framework(state.candidate),))
     if not plans:
         raise UnlockedError("No official LM Studio backend of this kind is installed to patch.")
     plan = plans[0]  # safe plans come first
@@ -151,16 +156,16 @@ def _patch_option(state: Any, config: Any) -> MethodOption:
 ASSUMED_DOWNLOAD_RATE = 5 * 2**20  # bytes/s, for the time estimate only (said so on the page)
 
 
-def _download_option(state: Any, config: Any) -> MethodOption:
-    variant = getattr(state.candidate, "variant", "")
-    key = config.catalog_public_key
-    probe = obtain.plan_from_catalog(config.catalog_url, home=state.home, report=state.report, public_key_path=key)
+def _download_option(state: WizardState, config: WizardConfig) -> MethodOption:
+    variant = state.require_candidate().variant
+    key, home = config.catalog_public_key, state.require_home()
+    probe = obtain.plan_from_catalog(config.catalog_url, home=home, report=state.report, public_key_path=key)
     fits = [m for m in probe.matches if m.offered and m.entry.variant == variant]
     if not fits:
         why = next(("; ".join(m.reasons) for m in probe.matches if m.entry.variant == variant), "")
         raise UnlockedError(f"The catalog has no prebuilt “{variant_name(variant)}” for this computer"
                             + (f" ({why})." if why else "."))
-    plan = obtain.plan_from_catalog(config.catalog_url, home=state.home, report=state.report,
+    plan = obtain.plan_from_catalog(config.catalog_url, home=home, report=state.report,
                                     entry_ident=fits[0].entry.ident, public_key_path=key)
     size = plan.size
     t = (size / ASSUMED_DOWNLOAD_RATE + 15) if size else None
@@ -172,19 +177,19 @@ def _download_option(state: Any, config: Any) -> MethodOption:
                         time_seconds=t, download_bytes=size, note=note, detail=plan)
 
 
-def build_template(state: Any) -> backends.BackendInfo:
+def build_template(state: WizardState) -> backends.BackendInfo:
     """The official backend the build is packaged into: the core's choice (the CLI's `build` makes the same)."""
     report = state.report
     platform = report.os.platform if report is not None and report.os is not None else ""
-    template: backends.BackendInfo = pick_build_template(backends.list_backends(state.home),
+    template: backends.BackendInfo = pick_build_template(backends.list_backends(state.require_home()),
                                                          _framework(state.candidate), platform)
     return template
 
 
-def _build_option(state: Any, config: Any) -> MethodOption:
+def _build_option(state: WizardState, config: WizardConfig) -> MethodOption:
     template = build_template(state)
-    job = pipeline.prepare_job(template=template, variant=state.candidate.variant, report=state.report, fetch=False,
-                               source=config.build_source() if config is not None else None)
+    job = pipeline.prepare_job(template=template, variant=state.require_candidate().variant, report=state.report,
+                               fetch=False, source=config.build_source())
     prereqs = tuple(Prereq(m.what, False, m.how) for m in job.prereq.missing)
     found = tuple(Prereq(name, True) for name in _found_tools(job.prereq))
     fetched = "(not yet fetched)" not in str(job.source.root)
@@ -215,13 +220,11 @@ def _free_disk() -> int | None:
         return None
 
 
-def _found_tools(prereq: Any) -> list[str]:
-    tools = getattr(prereq, "tools", None)
-    names = []
-    for attr in ("cmake", "ninja", "cc", "cxx", "glslc", "vulkan_headers", "nvcc", "ccache"):
-        if tools is not None and getattr(tools, attr, None):
-            names.append(attr)
-    return names
+def _found_tools(prereq: PrereqReport) -> list[str]:
+    t = prereq.tools
+    found = {"cmake": t.cmake, "ninja": t.ninja, "cc": t.cc, "cxx": t.cxx, "glslc": t.glslc,
+             "vulkan_headers": t.vulkan_headers, "nvcc": t.nvcc, "ccache": t.ccache}
+    return [name for name, path in found.items() if path]
 
 
 # --- the install job per method -----------------------------------------------------------------------------------
@@ -244,21 +247,23 @@ class InstallOutcome:
     warnings: tuple[str, ...] = ()
 
 
-def install_job(state: Any, config: Any) -> Job:
+def install_job(state: WizardState, config: WizardConfig) -> Job:
     """The real job for the chosen method; the plans were made on the Method page."""
     opt = next((o for o in state.method_options if o.method is state.method and o.available), None)
     if opt is None:
         raise UnlockedError(f"The method {state.method} is not available here.")
-    report = state.report
-    if state.method is Method.PATCH:
-        return lambda ctx: _patch_job(ctx, opt.detail)
-    if state.method is Method.DOWNLOAD:
-        return lambda ctx: _download_job(ctx, opt.detail, report)
-    source = config.build_source() if config is not None else None
-    return lambda ctx: _build_job(ctx, opt.detail, state.home, source)
+    report, detail = state.report, opt.detail
+    if isinstance(detail, patchonly.PatchPlan):
+        return lambda ctx: _patch_job(ctx, detail)
+    if isinstance(detail, obtain.ObtainPlan):
+        return lambda ctx: _download_job(ctx, detail, report)
+    if isinstance(detail, pipeline.BuildJob):
+        source, home = config.build_source(), state.require_home()
+        return lambda ctx: _build_job(ctx, detail, home, source)
+    raise UnlockedError(f"The method {state.method} has no plan to run.")
 
 
-def _patch_job(ctx: JobContext, plan: Any) -> InstallOutcome:
+def _patch_job(ctx: JobContext, plan: patchonly.PatchPlan) -> InstallOutcome:
     step(ctx, "audit", lambda: None)  # the audit ran when the plan was made; its evidence is in the plan
     audited = Check("ISA audit", not plan.violations,
                   "nothing in the official binaries needs an instruction this processor lacks"
@@ -269,7 +274,7 @@ def _patch_job(ctx: JobContext, plan: Any) -> InstallOutcome:
     return InstallOutcome(result.ident, result.dest, (audited,))
 
 
-def _download_job(ctx: JobContext, plan: Any, report: Any) -> InstallOutcome:
+def _download_job(ctx: JobContext, plan: obtain.ObtainPlan, report: HardwareReport | None) -> InstallOutcome:
     for line in plan.describe():
         ctx.on_line(line)
     stage_start(ctx, "download")
@@ -300,7 +305,7 @@ def install_check_summary(judged: install_check.InstallCheck) -> Check:
                  "smoke record fit this computer and this LM Studio")
 
 
-def audit_check(folder: Path, report: Any) -> Check:
+def audit_check(folder: Path, report: HardwareReport | None) -> Check:
     fa = audit.audit_folder(folder)
     isa = list(report.cpu.isa) if report is not None and report.cpu is not None else []
     bad = audit.audit_violations(fa, isa)
@@ -338,7 +343,8 @@ BUILD_STEP_STAGE = {
 }
 
 
-def _build_job(ctx: JobContext, job: Any, home: Any, source: Path | None = None) -> InstallOutcome:
+def _build_job(ctx: JobContext, job: pipeline.BuildJob, home: LmsHome, source: Path | None = None
+               ) -> InstallOutcome:
     stage_start(ctx, "source")
     t0 = time.monotonic()
 

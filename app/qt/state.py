@@ -6,13 +6,15 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from app.core.errors import UnlockedError
 from app.core.flow import Branch, FlowState, Method, PageId
 from app.core.hardware.report import HardwareReport
 from app.core.lmstudio.home import LmsHome
 from app.core.recommend import Candidate, Recommendation
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -45,6 +47,13 @@ class WizardConfig:
         return Path(env) if env else None
 
 
+def _known(value: T | None, what: str, page: str) -> T:
+    """`value`, or a clear error naming the wizard page that sets it (never an AttributeError on None)."""
+    if value is None:
+        raise UnlockedError(f"{what} is not known yet.", hint=f"Go back to {page}.")
+    return value
+
+
 @dataclass
 class WizardState:
     branch: Branch = Branch.INSTALL
@@ -64,10 +73,15 @@ class WizardState:
 
     def require_home(self) -> LmsHome:
         """LM Studio's home; the Welcome page sets it before any page that needs it."""
-        if self.home is None:
-            raise UnlockedError("LM Studio's home folder is not known yet.",
-                                hint="Go back to the first page and choose LM Studio's home folder.")
-        return self.home
+        return _known(self.home, "LM Studio's home folder", "the first page, and choose LM Studio's home folder")
+
+    def require_report(self) -> HardwareReport:
+        """The hardware report; the Hardware page sets it."""
+        return _known(self.report, "This computer's hardware", "the Hardware page")
+
+    def require_candidate(self) -> Candidate:
+        """The backend chosen on the Recommendation page."""
+        return _known(self.candidate, "The backend to install", "the Recommendation page, and choose one")
 
     @property
     def official_works(self) -> bool:

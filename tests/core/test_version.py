@@ -69,8 +69,8 @@ def test_rejects_what_is_not_a_version(bad: str) -> None:
 
 
 def test_version_key_sorts_broken_versions_first_without_raising() -> None:
-    got = sorted(["2.14.0", "not-a-version", "1.48.0", "b6275", "2.14.0-b4"], key=version_key)
-    assert got == ["b6275", "not-a-version", "1.48.0", "2.14.0-b4", "2.14.0"]
+    got = sorted(["2.14.0", "b10662", "not-a-version", "1.48.0", "b6275", "2.14.0-b4"], key=version_key)
+    assert got == ["not-a-version", "1.48.0", "2.14.0-b4", "2.14.0", "b6275", "b10662"]
 
 
 def test_every_version_in_the_contract_parses() -> None:

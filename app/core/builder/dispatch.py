@@ -519,7 +519,7 @@ def analyse_guards(
 
     volatile = _VOLATILE_WIN64 if image.win64 else _VOLATILE_SYSV
     code.interesting = interesting
-    code.getters = _flag_getters(code, call_sites, near_flag, is_flag)
+    code.getters = _flag_getters(code, call_sites, near_flag, is_flag, image.pointers)
     stats["getters"] = len(code.getters)
     roots = set(image.entries) | image.data_refs | {f for f in fn_starts if f not in referenced}
 
@@ -628,7 +628,11 @@ _GETTER_MAX = 12  # instructions: a flag getter is a tiny leaf function
 
 
 def _flag_getters(
-    code: _Code, call_sites: Mapping[int, list[int]], near_flag: Callable[[int], bool], is_flag: Callable[[int], bool]
+    code: _Code,
+    call_sites: Mapping[int, list[int]],
+    near_flag: Callable[[int], bool],
+    is_flag: Callable[[int], bool],
+    pointers: Mapping[int, int],
 ) -> frozenset[int]:
     """Called functions that just read a flag and return it (numpy's `npy_cpu_have(id)`: bounds check, then
     `lea rcx, [rip + npy__cpu_have]; movzx eax, byte ptr [rax + rcx]; ret`)."""
@@ -648,7 +652,7 @@ def _flag_getters(
             if "[rip" in o:
                 t = rip_target(o, a + s)
                 if t is not None:
-                    if m == "lea" and near_flag(t):
+                    if (m == "lea" and near_flag(t)) or (m == "mov" and near_flag(pointers.get(t, -1))):
                         fam = _REG_FAMILY.get(o.split(", ", 1)[0])
                         if fam:
                             ptrs.add(fam)

@@ -17,12 +17,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import shutil
+import time
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+import filelock
 
 from app.core.errors import InputFileError, UsageError
 from app.core.fetch.archives import (
@@ -165,10 +169,72 @@ def staging_root() -> Path:
     return user_data_dir() / "staging"
 
 
-def new_staging_dir() -> Path:
-    d = staging_root() / uuid.uuid4().hex[:12]
-    d.parent.mkdir(parents=True, exist_ok=True)
-    return d
+STALE_UNLOCKED_S = 3600  # a staging folder without a lock file (older versions) is stale after an hour
+
+
+@contextlib.contextmanager
+def staging_area() -> Iterator[Path]:
+    """A fresh staging path under our data dir (not created yet), removed afterwards whatever happens.
+
+    While in use, ``<id>.lock`` next to it is held with an OS lock; on entry every staging folder whose lock
+    nobody holds any more (its process was killed) is removed first, so a killed install leaves nothing for
+    long, and a running one in another process is never touched.
+    """
+    root = staging_root()
+    root.mkdir(parents=True, exist_ok=True)
+    d = root / uuid.uuid4().hex[:12]
+    lock = filelock.FileLock(str(d) + ".lock", timeout=0, is_singleton=False)
+    lock.acquire()
+    try:
+        clean_stale_staging(root)
+        yield d
+    finally:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(d)
+        with contextlib.suppress(OSError):
+            os.unlink(str(d) + ".lock")
+        lock.release()
+
+
+def clean_stale_staging(root: Path | None = None) -> list[Path]:
+    """Remove staging folders left by killed processes; returns what was removed."""
+    root = root or staging_root()
+    removed: list[Path] = []
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        if p.suffix == ".lock" or not p.is_dir():
+            continue
+        lf = Path(str(p) + ".lock")
+        if not lf.exists():
+            with contextlib.suppress(OSError):
+                if time.time() - p.stat().st_mtime > STALE_UNLOCKED_S:
+                    shutil.rmtree(p)
+                    removed.append(p)
+            continue
+        other = filelock.FileLock(str(lf), timeout=0, is_singleton=False)
+        try:
+            other.acquire()
+        except (filelock.Timeout, OSError):
+            continue  # in use by a live process
+        try:
+            shutil.rmtree(p, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                os.unlink(lf)
+            removed.append(p)
+        finally:
+            other.release()
+    for lf in entries:  # lock files whose folder is gone (killed before it was created)
+        if lf.suffix == ".lock" and not Path(str(lf)[: -len(".lock")]).exists():
+            other = filelock.FileLock(str(lf), timeout=0, is_singleton=False)
+            with contextlib.suppress(filelock.Timeout, OSError):
+                other.acquire()
+                with contextlib.suppress(OSError):
+                    os.unlink(lf)
+                other.release()
+    return removed
 
 
 # --- planning -----------------------------------------------------------------------------------------------------
@@ -233,8 +299,7 @@ def plan_from(
     if dry_run:
         if expected:
             _verify_local(path, expected, None)
-        staging = new_staging_dir()
-        try:
+        with staging_area() as staging:
             res = extract_archive(path, staging, limits=limits)
             overlay = read_overlay(res.root)
             if overlay is not None:
@@ -242,8 +307,6 @@ def plan_from(
             else:
                 ip = plan_install(h, res.root, select=select)
                 chk = check_install(res.root, install_target(h, report, app_version=app_version))
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
     return ObtainPlan(
         "archive",
         source,
@@ -445,12 +508,8 @@ def execute_obtain(
     prov: dict[str, Any] = {"obtained_by": plan.kind, "obtained_from": plan.source}
     if plan.kind == "folder" and plan.overlay is not None:
         assert plan.local is not None
-        staging = new_staging_dir()
-        try:
+        with staging_area() as staging:
             return _install_overlay(plan, plan.local, plan.overlay, staging, prov, None, False)
-        finally:
-            with contextlib.suppress(OSError):
-                shutil.rmtree(staging)
     if plan.kind == "folder":
         assert plan.local is not None
         ip, chk, warnings = _judged_install_plan(plan, plan.local, prov)
@@ -485,8 +544,7 @@ def execute_obtain(
     if plan.catalog is not None:
         prov["catalog"] = plan.catalog.source
         prov["catalog_signed_by"] = plan.catalog.signed_by or "UNSIGNED"
-    staging = new_staging_dir()
-    try:
+    with staging_area() as staging:
         res = extract_archive(archive, staging / "archive", limits=limits, cancel=cancel)
         spec = read_overlay(res.root)
         if plan.entry is not None and spec is not None:
@@ -513,9 +571,6 @@ def execute_obtain(
         return ObtainResult(
             result, download=download, nested=res.nested, provenance=prov, check=chk, warnings=warnings
         )
-    finally:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(staging)
 
 
 def _install_overlay(

@@ -31,7 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.core.builder.audit import FolderAudit, Violation, audit_folder, audit_violations, usable_extensions
+from app.core.builder.audit import (
+    FolderAudit,
+    Violation,
+    audit_folder,
+    audit_violations,
+    counts_for_target,
+    usable_extensions,
+)
 from app.core.errors import InputFileError
 from app.core.hardware.report import HardwareReport
 from app.core.lmstudio.backends import BackendInfo, list_backends
@@ -245,19 +252,22 @@ class AuditFinding:
 
     backend: str  # NAME@VERSION or folder
     folder: str
-    violations: tuple[Violation, ...]
+    violations: tuple[Violation, ...]  # in the llama.cpp binaries (what a backend build replaces)
     judged: int  # binaries judged
     guarded: dict[str, int] = field(default_factory=dict)  # extension -> instructions behind a CPU check
+    # In LM Studio's own files (llm_engine*, *.node, lmstudiocore*): no backend build replaces them.
+    lmstudio_violations: tuple[Violation, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
+        def rows(vs: tuple[Violation, ...]) -> list[dict[str, Any]]:
+            return [{"file": v.file, "extension": v.extension, "count": v.count, "guarded": v.guarded} for v in vs]
+
         return {
             "backend": self.backend,
             "folder": self.folder,
             "judged": self.judged,
-            "violations": [
-                {"file": v.file, "extension": v.extension, "count": v.count, "guarded": v.guarded}
-                for v in self.violations
-            ],
+            "violations": rows(self.violations),
+            "lmstudio_violations": rows(self.lmstudio_violations),
             "guarded": self.guarded,
         }
 
@@ -367,12 +377,15 @@ def diagnose_crash(
         except Exception as exc:  # AuditError or an unreadable folder: say so instead of failing
             advice.append(f"could not audit {name}: {exc}")
         else:
-            viol = tuple(audit_violations(fa, isa))
+            everything = audit_violations(fa, isa)
+            viol = tuple(v for v in everything if counts_for_target(v.file))
+            theirs = tuple(v for v in everything if not counts_for_target(v.file))
             guarded: dict[str, int] = {}
             for b in fa.binaries:
                 for ext, n in b.guarded.items():
                     guarded[ext] = guarded.get(ext, 0) + n
-            finding = AuditFinding(name, str(folder), viol, sum(1 for b in fa.binaries if b.counted), guarded)
+            judged = sum(1 for b in fa.binaries if b.counted)
+            finding = AuditFinding(name, str(folder), viol, judged, guarded, theirs)
     headline = _headline(lines, codes, ill, finding, name, info, isa)
     advice = [*_advice(lines, codes, ill, finding, name, info, isa, folder is not None), *advice]
     return CrashDiagnosis(tuple(lines), codes, ill, name, finding, headline, tuple(advice))
@@ -395,7 +408,10 @@ def _headline(
 ) -> str:
     if finding is not None and finding.violations:
         exts = ", ".join(_lacking(finding, isa))
-        files = ", ".join(sorted({f"{v.file}: {v.count}" for v in finding.violations})[:3])
+        per_file: dict[str, int] = {}
+        for v in finding.violations:
+            per_file[v.file] = per_file.get(v.file, 0) + v.count
+        files = ", ".join(f"{f}: {n} instructions" for f, n in sorted(per_file.items())[:3])
         return (
             f"{name} uses {exts} outside any CPU check ({files}), your CPU lacks it "
             f"→ install {_suggest_variant(info, isa)}"
@@ -428,6 +444,13 @@ def _advice(
             out.append(
                 f"install the {variant} backend (`lms-unlocked install --catalog`, or build it: "
                 f"`lms-unlocked build --variant {variant}`) and select it in LM Studio"
+            )
+        elif finding.lmstudio_violations:
+            for v in finding.lmstudio_violations:
+                out.append(f"LM Studio's own {v.describe()}")
+            out.append(
+                "if that code is what crashed, no backend build can fix it (LM Studio ships these files); the "
+                "llama.cpp libraries of this backend need nothing your CPU lacks"
             )
         else:
             g = ", ".join(f"{k} {n}" for k, n in sorted(finding.guarded.items()))

@@ -42,6 +42,9 @@ static void *resolve_add(void) {
     return __builtin_cpu_supports("avx2") ? (void *)add_avx2 : (void *)add_base;
 }
 EXPORT void add(int *d, const int *a, const int *b) __attribute__((ifunc("resolve_add")));
+#elif defined(GETTER)
+__attribute__((noinline)) static int have_avx2(void) { return __builtin_cpu_supports("avx2"); }
+EXPORT void add(int *d, const int *a, const int *b) { if (have_avx2()) add_avx2(d, a, b); else add_base(d, a, b); }
 #elif defined(USER_FLAG)
 static int use_fast;  /* set by the caller, not from CPUID: no CPU check */
 EXPORT void set_fast(int v) { use_fast = v; }
@@ -82,6 +85,14 @@ def test_ifunc_resolver_dispatch_is_guarded(compile_isa_lib: Callable[..., Path]
     assert " IFUNC " in types  # the loader calls the resolver, which returns the AVX2 kernel or not
     b = audit_binary(p, counted=True)
     assert b.uses("AVX2") >= 2 and b.unguarded("AVX2") == 0
+
+
+@pytest.mark.parametrize("kind", ["elf", "pe"])
+def test_flag_getter_function_is_followed(compile_isa_lib: Callable[..., Path], kind: str) -> None:
+    # `if (have_avx2())`: the flag comes back in eax from a tiny function that only reads it.
+    b = audit_binary(_lib(compile_isa_lib, f"libggml-get.{kind}", kind, "GETTER"), counted=True)
+    assert b.uses("AVX2") >= 2 and b.unguarded("AVX2") == 0, (b.counts, b.guarded, b.guard_stats)
+    assert b.guard_stats["getters"] >= 1
 
 
 def test_stripped_elf_still_finds_the_flag(compile_isa_lib: Callable[..., Path], tmp_path: Path) -> None:

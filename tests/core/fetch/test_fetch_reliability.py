@@ -178,3 +178,48 @@ def test_a_slow_drip_server_times_out_with_a_clear_message(tmp_path: Path) -> No
             download_file([srv.url("/slow.tar")], tmp_path / "slow.tar", sha256=None, policy=policy)
     assert "stalled" in ei.value.message and "too slow" in ei.value.message
     assert "(at " in ei.value.details
+
+
+_STAGER = r"""
+import os, signal, sys, time
+from app.core.fetch.obtain import staging_area
+with staging_area() as d:
+    d.mkdir()
+    (d / "half-extracted.so").write_bytes(b"x" * 1000)
+    print(d, flush=True)
+    if sys.argv[1] == "die":
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(120)
+"""
+
+
+def test_stale_staging_of_a_killed_install_is_cleaned_at_the_next_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real processes: one killed inside its staging area (SIGKILL, like a killed archive install), one alive."""
+    import subprocess
+
+    from app.core.fetch.obtain import staging_area, staging_root
+
+    monkeypatch.setenv("LMS_UNLOCKED_DATA_DIR", str(tmp_path / "data"))
+    env = dict(os.environ)
+    dead = subprocess.run([sys.executable, "-c", _STAGER, "die"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert dead.returncode == -9
+    stale = Path(dead.stdout.strip())
+    assert stale.is_dir() and stale.parent == staging_root()
+    live = subprocess.Popen([sys.executable, "-c", _STAGER, "live"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert live.stdout is not None
+        busy = Path(live.stdout.readline().strip())
+        with staging_area() as mine:
+            assert not stale.exists() and not Path(str(stale) + ".lock").exists()  # the killed one: gone
+            assert busy.is_dir()  # the running one: untouched
+            assert mine.parent == staging_root()
+    finally:
+        live.kill()
+        live.wait()
+    with staging_area():
+        assert not busy.exists()
+    assert list(staging_root().iterdir()) == []

@@ -228,3 +228,26 @@ def test_report_without_cpu_says_so(tmp_path: Path) -> None:
     home = resolve_home(str(_home_with_ggml_cpu(tmp_path, ISA_SOURCE, AVX2_FLAGS)))
     d = diagnose_crash("Exit code: 132", home=home, report=dataclasses.replace(IVY, cpu=None))
     assert d.audit is None and any("could not be probed" in a for a in d.advice)
+
+
+@pytest.mark.lmstudio_real
+def test_real_avx_folder_crash_on_westmere_and_ivy_bridge(lmstudio_real: Path, tmp_path: Path) -> None:
+    """theIvanR's 1.48.0 AVX folder (LM Studio's binaries, extracted to tmp only) selected in a home."""
+    import py7zr
+
+    name = "llama.cpp-win-x86_64-avx"
+    home_dir = make_home(tmp_path, backends=(), prefs=[{"model_format": "gguf", "name": name, "version": "1.48.0"}])
+    with py7zr.SevenZipFile(lmstudio_real / f"{name}-1.48.0.7z") as z:
+        z.extractall(home_dir / "extensions" / "backends")
+    home = resolve_home(str(home_dir))
+    text = RECORDED["ui-load-ambiguous"]["text"]
+    d = diagnose_crash(text, home=home, report=_cpu("westmere-arrandale-i5-m560"))
+    assert d.backend == f"{name}@1.48.0" and d.audit is not None
+    assert {(v.file, v.extension) for v in d.audit.violations} == {("ggml-cpu.dll", "AVX")}
+    assert "outside any CPU check (ggml-cpu.dll: " in d.headline and d.headline.endswith("→ install noavx")
+    # Ivy Bridge: the llama.cpp libraries need nothing it lacks (llama.dll's AVX2 is behind the MSVC runtime's
+    # check); what is left outside a check is in LM Studio's own files, which no backend build replaces.
+    d = diagnose_crash(text, home=home, report=IVY)
+    assert d.audit is not None and d.audit.violations == () and d.audit.guarded.get("AVX2", 0) >= 45
+    assert {v.file for v in d.audit.lmstudio_violations} <= {"llm_engine.node", "lmstudiocore.dll", "llm_engine.dll"}
+    assert "AVX2" not in {v.extension for v in d.audit.lmstudio_violations}

@@ -281,9 +281,16 @@ def test_third_party_folder_in_the_wrong_home_is_moved_to_the_home_lmstudio_uses
     pack = tree_hashes(wrong / "extensions/backends" / AVX)
     (f,) = found(diagnose(h, report=IVY_WIN, user_home=user, **NONE), "wrong-home")
     assert f.auto and f.kind == "third-party" and str(wrong) in f.explanation
-    repair(h, report=IVY_WIN, user_home=user, **NONE)
-    assert tree_hashes(right / "extensions/backends" / AVX) == pack
+    manifest = (wrong / "extensions/backends" / AVX / "backend-manifest.json").read_bytes()
+    out = repair(h, report=IVY_WIN, user_home=user, **NONE)
+    moved = right / "extensions/backends" / AVX
+    # moved byte-identical, then (same run) its CRLF manifest rewritten with LF, the original backed up
+    assert tree_hashes(moved, exclude=("backend-manifest.json",)) == {
+        k: v for k, v in pack.items() if k != "backend-manifest.json"
+    }
+    assert (moved / "backend-manifest.json").read_bytes() == manifest.replace(b"\r\n", b"\n")
     assert not (wrong / "extensions/backends" / AVX).exists()
+    assert not out.skipped and not [f for f in out.after if f.auto]
 
 
 def test_wrong_home_on_another_file_system_is_copied_then_the_original_kept(tmp_path: Path) -> None:
@@ -395,3 +402,66 @@ def test_real_avx_pack_extracted_into_a_folder_of_its_name_is_moved_up_byte_iden
     assert f.auto
     repair(home, report=IVY_WIN, only={"nested-folder"}, **NONE)
     assert tree_hashes(home / "extensions" / "backends" / AVX) == tree_hashes(tmp_path / "ref" / AVX)
+
+
+# --- one repair run leaves nothing automatic behind (QA of #12) ---------------------------------------------------
+
+
+def test_one_repair_fixes_what_moving_a_folder_reveals(win_home: Path) -> None:
+    """theIvanR's manifest is CRLF; nested one level it is seen only once moved up. One `repair` must finish the
+    job: no "failed: No such file" for the old path, no automatic fix left for a second run."""
+    bdir = win_home / "extensions" / "backends"
+    official = official_hashes(win_home)
+    _nest(bdir / AVX, AVX)
+    out = repair(win_home, report=IVY_WIN, **NONE)
+    assert not out.skipped, out.skipped
+    assert [f.code for f in out.after if f.auto] == []
+    assert b"\r\n" not in (bdir / AVX / "backend-manifest.json").read_bytes()
+    assert official_hashes(win_home) == official
+
+
+def test_one_repair_fixes_a_renamed_name_clash_completely(win_home: Path) -> None:
+    """A CRLF manifest in a copy that kept the official name: the rename moves the folder, the CRLF fix then
+    applies to the renamed folder in the same run."""
+    mine = _edited_copy(win_home, "my-avx-copy")
+    m = mine / "backend-manifest.json"
+    m.write_bytes(m.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+    official = official_hashes(win_home)
+    out = repair(win_home, report=IVY_WIN, **NONE)
+    assert not out.skipped, out.skipped
+    assert [f.code for f in out.after if f.auto] == []
+    renamed = mine.with_name("llama.cpp-win-x86_64-avx2-local-1.48.0")
+    assert b"\r\n" not in (renamed / "backend-manifest.json").read_bytes()
+    assert official_hashes(win_home) == official
+
+
+def test_repair_of_chosen_findings_does_not_apply_others_seen_before(win_home: Path) -> None:
+    """The wizard's choice holds across passes: a finding the user saw and did not choose stays unfixed."""
+    bdir = win_home / "extensions" / "backends"
+    _nest(bdir / AVX, AVX)
+    fs = diagnose(win_home, report=IVY_WIN, **NONE)
+    out = repair(win_home, [f for f in fs if f.code == "nested-folder"], report=IVY_WIN, **NONE)
+    assert not out.skipped and (bdir / AVX / "backend-manifest.json").is_file()
+    out2 = repair(win_home, [], report=IVY_WIN, **NONE)
+    assert not out2.applied
+
+
+def test_copies_with_equal_sizes_but_other_libraries_are_not_called_identical(win_home: Path) -> None:
+    """theIvanR's avx and noavx ggml-cpu.dll have the same size (610304 bytes) and other bytes: a copy with the
+    other DLL swapped in is not "identical"; with equal times nothing tells them apart and the user chooses."""
+    bdir = win_home / "extensions" / "backends"
+    other = write_backend(bdir / "avx-copy-2", "win-avx-1.48.0")
+    dll = other / "ggml-cpu.dll"
+    dll.write_bytes(bytes(b ^ 0xFF for b in dll.read_bytes()))  # same length, other content
+    for d in (bdir / AVX, other):
+        for p in (d, d / "backend-manifest.json"):
+            os.utime(p, (1_700_000_000, 1_700_000_000))
+    before = visible(win_home)
+    (g,) = duplicate_groups(win_home, report=IVY_WIN)
+    assert g.doubt and "identical" not in g.reason
+    repair(win_home, report=IVY_WIN, only={"duplicate-backend"}, **NONE)
+    assert visible(win_home) == before
+    # byte-identical copies still resolve to the <name>-<version> folder
+    dll.write_bytes((bdir / AVX / "ggml-cpu.dll").read_bytes())
+    (g,) = duplicate_groups(win_home, report=IVY_WIN)
+    assert g.keeper == bdir / AVX and "identical" in g.reason

@@ -148,6 +148,10 @@ def repair_plan(findings: list[Finding]) -> list[str]:
     return lines
 
 
+_FIX_ERRORS = (OSError, RuntimeError, KeyError, TypeError, JsonFileError, JournalError, PreferencesError)
+_REPAIR_PASSES = 4  # a move reveals findings; one more pass fixes them (4 covers move -> rename -> rewrite)
+
+
 def repair(
     home: LmsHome | Path | str,
     chosen: Iterable[Finding] | None = None,
@@ -177,19 +181,41 @@ def repair(
     applied: list[str] = []
     skipped: list[str] = []
     r = Repairer(h, new_txid("repair"))
+    keys = {c.key() for c in chosen} if chosen is not None else None
+    seen = {f.key() for f in before}  # what the user saw (and chose from) before anything changed
+    tried: set[tuple[str, str, str]] = set()
     with home_lock(h.path):
         running = processes(h)
-        keys = {c.key() for c in chosen} if chosen is not None else None
-        for f in before:
-            if not f.auto or (only is not None and f.code not in only) or (keys is not None and f.key() not in keys):
-                continue
-            if f.needs_closed and running:
-                skipped.append(f"[{f.code}] skipped: {running_message(running)}; {CLOSE_HINT}")
-                continue
-            try:
-                applied.append(f"[{f.code}] " + REGISTRY_BY_CODE[f.code].fix(r, f))
-            except (OSError, RuntimeError, KeyError, TypeError, JsonFileError, JournalError, PreferencesError) as exc:
-                skipped.append(f"[{f.code}] failed: {exc}")
+        findings = before
+        # A fix that moves a folder (nested, loose files, name clash, wrong home) reveals or re-keys the folder's
+        # other findings (e.g. the CRLF of theIvanR's manifest): diagnose again and fix those in the same run.
+        # Later passes fix only findings nobody saw before, so a finding the user left unchosen stays unfixed.
+        for npass in range(_REPAIR_PASSES):
+            existed = {f.target for f in findings if f.target and os.path.lexists(f.target)}
+            deferred, done = False, len(applied)
+            for f in findings:
+                if not f.auto or (only is not None and f.code not in only) or f.key() in tried:
+                    continue
+                if npass == 0 and keys is not None and f.key() not in keys:
+                    continue
+                if npass > 0 and f.key() in seen:
+                    continue
+                if f.target in existed and not os.path.lexists(f.target):
+                    deferred = True  # an earlier fix of this pass moved it: judged again in the next pass
+                    continue
+                tried.add(f.key())
+                if f.needs_closed and running:
+                    skipped.append(f"[{f.code}] skipped: {running_message(running)}; {CLOSE_HINT}")
+                    continue
+                try:
+                    applied.append(f"[{f.code}] " + REGISTRY_BY_CODE[f.code].fix(r, f))
+                except _FIX_ERRORS as exc:
+                    skipped.append(f"[{f.code}] failed: {exc}")
+            if not deferred and len(applied) == done:
+                break  # nothing changed in this pass: nothing new to find
+            findings = diagnose(h, **kw)
+            if not any(f.auto and f.key() not in tried and f.key() not in seen for f in findings):
+                break
     after = diagnose(h, **kw)
     return RepairOutcome(
         tuple(before), tuple(after), tuple(applied), tuple(skipped), r.backups if r.backups.exists() else None

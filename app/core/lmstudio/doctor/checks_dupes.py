@@ -19,6 +19,7 @@ from app.core.lmstudio.backends import DISPLAY_DATA_FILE, MANIFEST_FILE, Backend
 from app.core.lmstudio.doctor.registry import Check, Context, Finding, Repairer, label
 from app.core.lmstudio.jsondoc import atomic_write_bytes, load_json, save
 from app.core.lmstudio.prefs import load_preferences, selections, with_selection
+from app.core.lmstudio.provenance import sha256_file
 
 OWN_NAME_SUFFIX = "local"
 
@@ -67,6 +68,26 @@ def _signature(b: BackendInfo) -> tuple[object, ...]:
     return (tuple(sorted(files)), tuple(js))
 
 
+def _content(b: BackendInfo) -> tuple[tuple[str, str], ...]:
+    """sha256 of every file (links by target): equal sizes are common for PE builds (theIvanR's avx and noavx
+    ggml-cpu.dll are both 610304 bytes), so "identical" needs the bytes."""
+    out: list[tuple[str, str]] = []
+    for dirpath, _dirs, names in os.walk(b.folder):
+        for n in names:
+            p = Path(dirpath) / n
+            rel = p.relative_to(b.folder).as_posix()
+            try:
+                out.append((rel, "-> " + os.readlink(p) if p.is_symlink() else sha256_file(p)))
+            except OSError:
+                out.append((rel, "unreadable"))
+    return tuple(sorted(out))
+
+
+def _identical(group: Sequence[BackendInfo]) -> bool:
+    """Plain copies: the cheap signature first, the bytes only when it matches."""
+    return len({_signature(b) for b in group}) == 1 and len({_content(b) for b in group}) == 1
+
+
 def _mtime(b: BackendInfo) -> float:
     try:
         return max((b.folder / MANIFEST_FILE).stat().st_mtime, b.folder.stat().st_mtime)
@@ -91,7 +112,7 @@ def choose_keeper(ctx: Context, group: Sequence[BackendInfo]) -> tuple[BackendIn
     if ours is not None:
         return ours, "ours" + (", compatible with this computer" if compat else "")
     official = _one([b for b in pool if ctx.kind(b).kind == "official"])
-    same = len({_signature(b) for b in group}) == 1
+    same = _identical(group)
     if official is not None and (compat is not None or same):
         return official, "LM Studio's own folder (never moved)"
     if compat is None and not same:
