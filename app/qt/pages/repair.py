@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Slot
-from PySide6.QtWidgets import QCheckBox, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QCheckBox, QLayout, QSizePolicy, QVBoxLayout, QWidget
 
 from app.core.flow import PageId
 from app.core.hardware import probe
@@ -108,14 +108,17 @@ class RepairPage(FlowPage):
         for i, f in enumerate(findings):
             heading = para(f"<b>{esc(finding_heading(f))}</b>", rich=True, name="Finding")
             heading.setToolTip(f"code: {f.code}")
-            parts: list[QWidget] = [heading, para(f.explanation, name="Explanation")]
+            parts: list[QWidget | QLayout] = [heading, para(f.explanation, name="Explanation")]
             if f.auto:
-                box = QCheckBox(f"Fix automatically: {f.fix}")
+                box = QCheckBox("Fix automatically:")
                 box.setChecked(True)
+                box.setAccessibleDescription(f.fix)
                 box.setToolTip(f"code: {f.code}" + (" — needs LM Studio closed" if f.needs_closed else ""))
                 box.toggled.connect(self._on_fix_toggled)
                 self.fix_boxes[i] = box
-                parts.append(box)
+                fix = para(f.fix, name="The fix")  # wraps (a long check box label would not)
+                parts.append(row(box, fix))
+                fix.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
             elif f.fix:
                 target = Path(f.target) if f.target else None
                 link = f" — {path_link(target, 'Open folder')}" if target is not None and target.exists() else ""
