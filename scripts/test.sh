@@ -13,6 +13,8 @@ APT_PACKAGES=(
   xvfb xauth                                  # the frozen wizard is started on a real X server
   curl                                        # baseline of the download benchmark
   gcc-mingw-w64-x86-64                        # real PE DLLs for the ISA audit / ABI guard tests
+  g++-mingw-w64-x86-64                        # a C++ DLL that needs libstdc++-6.dll (runtime check of Windows builds)
+  wine64                                      # smoke-test Windows backends (cross-built with zig) under Wine
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -72,12 +72,17 @@ def _check_isa(report: HardwareReport, needed: Sequence[str]) -> list[str]:
     return out
 
 
+GPUS_NOT_PROBED = "GPUs were not probed (the report comes from a saved /proc/cpuinfo, which lists no GPUs)"
+
+
 def _check_vulkan(report: HardwareReport) -> list[str]:
     if report.useful_vulkan_devices():
         return []
     if report.vulkan_devices:
         names = _join([f"{d.name} ({d.note or 'not useful'})" for d in report.vulkan_devices])
         return [f"needs a GPU with a Vulkan driver; only {names} was found"]
+    if report.source == "cpuinfo-file":
+        return [f"needs a GPU with a Vulkan driver; {GPUS_NOT_PROBED}"]
     errs = report.errors_for("vulkan")
     reason = f" ({errs[0].message})" if errs else ""
     return [f"needs a GPU with a Vulkan driver; none was found{reason}"]
@@ -97,6 +102,8 @@ def _nvidia_in_range(gpus: Sequence[NvidiaGpu], lo: tuple[int, int] | None,
 def _check_nvidia(report: HardwareReport, requires: Mapping[str, Any]) -> list[str]:
     gpus = report.nvidia_gpus
     if not gpus:
+        if report.source == "cpuinfo-file":
+            return [f"needs an NVIDIA GPU; {GPUS_NOT_PROBED}"]
         errs = report.errors_for("nvidia")
         reason = f" ({errs[0].message})" if errs else ""
         return [f"needs an NVIDIA GPU; none was found{reason}"]

@@ -365,6 +365,15 @@ def _cuda_plan(report: HardwareReport, variant: Variant) -> tuple[CudaPlan | Non
     return plan, warnings, in_range
 
 
+_NAMED_ISA = ("SSE4.2", "AVX", "F16C", "FMA", "BMI2", "AVX2", "AVX_VNNI", "AVX512F")
+
+
+def _isa_words(isa: tuple[str, ...] | list[str]) -> str:
+    """ "SSE4.2, AVX, F16C and FMA": the instruction sets a tailored build uses, as the flags say."""
+    names = [x for x in _NAMED_ISA if x in isa] or ["the x86-64 baseline (SSE2)"]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
 def _candidate(report: HardwareReport, variant: Variant, data: VariantsData) -> Candidate:
     cpu = report.cpu
     assert cpu is not None  # every variant requires cpu facts, so a fitting one implies a probed CPU
@@ -382,6 +391,7 @@ def _candidate(report: HardwareReport, variant: Variant, data: VariantsData) -> 
         "nvidia_gpu": "",
         "cc": "",
         "isa_summary": "SSE4.2" if "SSE4.2" in isa else "the x86-64 baseline (SSE2)",
+        "isa_used": _isa_words(isa),
     }
     gpus: list[tuple[str, str, str]] = []
     cuda: CudaPlan | None = None

@@ -24,13 +24,17 @@ IVY = str(HWDATA / "cpuinfo" / "ivybridge-i5-3570k.txt")
 NEHALEM = str(HWDATA / "cpuinfo" / "nehalem-bloomfield-i7-920.txt")
 
 
-def run(*args: str, tmp_path: Path, cache: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, tmp_path: Path, cache: Path | None = None, timeout: int = 600, path: str | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "LMS_UNLOCKED_LOG_DIR": str(tmp_path / "log"),
         "LMS_UNLOCKED_DATA_DIR": str(tmp_path / "data"),
         "LMS_UNLOCKED_CACHE_DIR": str(cache or tmp_path / "cache"),
     }
+    if path is not None:
+        env["PATH"] = path
     return subprocess.run(
         [str(SCRIPT), *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=timeout, check=False
     )
@@ -76,9 +80,10 @@ def test_plan_only_json_is_exact_and_fetches_nothing(template_dir: Path, tmp_pat
         "-DLLAMA_BUILD_COMMIT=0c1e57098",
     ):
         assert flag in cfg
-    assert plan["build"][-4:] == ["--target", "ggml-base", "ggml-cpu", "llama-simple"]
+    assert plan["build"][-3:] == ["--target", "ggml-base", "ggml-cpu"]  # only what ships
     assert "-j" in plan["build"] and plan["build"][plan["build"].index("-j") + 1] == "2"
-    assert plan["out_dir"].endswith("llama.cpp-linux-x86_64-avx1-unlocked-1.48.0")
+    # One folder per target ISA: builds for different CPUs don't collide.
+    assert plan["out_dir"].endswith("llama.cpp-linux-x86_64-avx1-unlocked-1.48.0-sse4.2-avx-f16c")
     assert not (tmp_path / "cache" / "llama-src").exists()  # plan only: nothing downloaded or extracted
 
 
@@ -221,6 +226,16 @@ def test_full_build_offline_source_then_smoke(template_dir: Path, tmp_path: Path
     folder = Path(d["folder"])
     assert folder.parent == out and d["smoke"]["ok"] and d["smoke"]["tokens"] == 16
     assert d["replaced"] == ["libggml-base.so.0.25.3", "libggml-cpu.so.0.25.3"]
+    # --json streams progress events (NDJSON) on stderr; the result and provenance record how it was proven.
+    events = [json.loads(ln) for ln in p.stderr.splitlines() if ln.startswith("{")]
+    assert {"event": "step", "step": "smoke test"} in events and events[-1] == {"event": "done", "ok": True}
+    # (Ninja's [n/total] progress events appear on a cold build only; a warm cache has nothing to build.)
+    assert all(e["total"] >= e["done"] > 0 for e in events if e["event"] == "progress")
+    assert d["smoke"]["runner"] == "qemu-x86_64 -cpu IvyBridge" and d["qemu_cpu"] == "IvyBridge"
+    assert any("/libllama.so" in x and x.startswith(str(folder)) for x in d["smoke"]["loaded"])
+    prov = json.loads((folder / "unlocked-install.json").read_text())
+    assert prov["smoke"]["ok"] and prov["smoke"]["qemu_cpu"] == "IvyBridge" and prov["audit"] == "passed"
+    assert prov["target_cpu"]["isa"] == d["plan"]["isa"] and "Core i5-3570K" in prov["target_cpu"]["brand"]
     m = json.loads((folder / "backend-manifest.json").read_text())
     assert m["cpu"]["instruction_set_extensions"] == ["AVX"] and m["name"].endswith("-unlocked")
     assert not (folder / "llama-simple.tmp").exists()
@@ -229,7 +244,8 @@ def test_full_build_offline_source_then_smoke(template_dir: Path, tmp_path: Path
     assert s.returncode == 0 and json.loads(s.stdout)["tokens"] == 16
     s = run("smoke", str(template_dir), "--qemu-cpu", "IvyBridge", "--json", tmp_path=tmp_path)
     assert s.returncode == 1 and json.loads(s.stdout)["sigill"] is True
-    # Re-running the same build replaces our own previous output folder.
+    # Re-running the same build replaces our own previous output folder; the human output ends with what was
+    # (not) proven, and a build from a source archive shows no git noise.
     p2 = run(
         "build",
         "--variant",
@@ -245,12 +261,49 @@ def test_full_build_offline_source_then_smoke(template_dir: Path, tmp_path: Path
         str(out),
         "--jobs",
         "2",
-        "--json",
         tmp_path=tmp_path,
         cache=rb.cache_root(),
         timeout=900,
     )
     assert p2.returncode == 0, p2.stderr[-2000:]
+    tail = p2.stdout.splitlines()[-5:]
+    assert tail[0].startswith("built llama.cpp-linux-x86_64-avx1-unlocked for linux (tailored: ")
+    assert tail[1] == "smoke test: skipped (--no-smoke): the folder is NOT proven to run"
+    assert tail[2].startswith("ISA audit: passed") and tail[3].startswith("time: ")
+    assert tail[4] == f"folder: {folder}"
+    assert "not a git repository" not in p2.stdout + p2.stderr
+
+
+def test_qemu_cpu_without_qemu_is_an_error_not_a_native_run(template_dir: Path, tmp_path: Path) -> None:
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    for tool in ("cmake", "ninja", "cc", "c++", "gcc", "g++", "patch"):
+        src = shutil.which(tool)
+        if src:
+            (bare / tool).symlink_to(src)
+    p = run(
+        "build",
+        "--variant",
+        "cpu-avx1",
+        "--template-dir",
+        str(template_dir),
+        "--cpuinfo",
+        IVY,
+        "--source",
+        str(rb.sdist_path()),
+        "--qemu-cpu",
+        "SandyBridge",
+        "--out",
+        str(tmp_path / "o"),
+        tmp_path=tmp_path,
+        cache=rb.cache_root(),
+        path=str(bare),
+    )
+    assert p.returncode == 2, p.stderr
+    assert "--qemu-cpu SandyBridge needs qemu-x86_64, which is not installed" in p.stderr
+    assert not (tmp_path / "o").exists()  # refused before anything was built
+    s = run("smoke", str(template_dir), "--qemu-cpu", "SandyBridge", tmp_path=tmp_path, path=str(bare))
+    assert s.returncode == 2 and "not installed" in s.stderr
 
 
 def test_without_template_the_cli_picks_it_as_the_wizard_does(template_dir: Path, tmp_path: Path) -> None:
@@ -259,12 +312,23 @@ def test_without_template_the_cli_picks_it_as_the_wizard_does(template_dir: Path
 
     home = make_home(tmp_path, backends=())
     shutil.copytree(template_dir, home / "extensions/backends/llama.cpp-linux-x86_64-avx2-1.48.0", symlinks=True)
-    p = run("build", "--variant", "cpu-avx1", "--home", str(home), "--cpuinfo", IVY, "--plan-only", "--json",
-            tmp_path=tmp_path)
+    p = run(
+        "build",
+        "--variant",
+        "cpu-avx1",
+        "--home",
+        str(home),
+        "--cpuinfo",
+        IVY,
+        "--plan-only",
+        "--json",
+        tmp_path=tmp_path,
+    )
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["plan"]["template"] == "llama.cpp-linux-x86_64-avx2@1.48.0"
-    p = run("build", "--variant", "vulkan-avx1", "--home", str(home), "--cpuinfo", IVY, "--plan-only",
-            tmp_path=tmp_path)
+    p = run(
+        "build", "--variant", "vulkan-avx1", "--home", str(home), "--cpuinfo", IVY, "--plan-only", tmp_path=tmp_path
+    )
     assert p.returncode == 1 and "No official vulkan backend of LM Studio is installed to build into" in p.stderr
     assert "Traceback" not in p.stderr
 
@@ -361,9 +425,50 @@ def test_tag_download_with_progress_then_a_configure_that_cannot_be_verified(
         finally:
             del os.environ["LMS_UNLOCKED_LLAMA_ARCHIVE_URL"]
     assert p.returncode == 1, (p.stdout[-2000:], p.stderr[-2000:])
-    assert "downloading llama.cpp source" in p.stderr
+    assert "downloading b4242.tar.gz: " in p.stderr
     assert "CMake ignored some of our -D options" in p.stderr and "GGML_AVX" in p.stderr
     assert "Traceback" not in p.stderr
     assert not (tmp_path / "out").exists()
     index = json.loads((tmp_path / "cache" / "llama-src" / "index.json").read_text())
     assert index["archives"]["b4242"]["url"].endswith("/m/b4242.tar.gz")
+
+
+def test_plan_only_shows_toolchain_downloads_dirs_and_estimate(template_dir: Path, tmp_path: Path) -> None:
+    p = run(
+        "build",
+        "--variant",
+        "cpu-avx1",
+        "--template-dir",
+        str(template_dir),
+        "--cpuinfo",
+        IVY,
+        "--plan-only",
+        "--portable-toolchain",
+        "always",
+        tmp_path=tmp_path,
+    )
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+    assert "download:   cmake 4.4.5 (portable toolchain) (30.2 MB) from https://files.pythonhosted.org/" in out
+    assert "download:   ziglang 0.17.1 (portable toolchain) (101.1 MB)" in out
+    assert "download:   llama.cpp source 0c1e57098 (size not known before the download starts" in out
+    assert "toolchain:  C/C++ compiler: zig cc / zig c++ (asked for the portable toolchain)" in out
+    assert f"build dir:  {tmp_path / 'cache' / 'builds'}" in out and "source:     " in out
+    est = next(ln for ln in out.splitlines() if ln.startswith("estimate:"))
+    assert " to " in est and "on " in est and "compile steps" in est
+    j = run(
+        "build",
+        "--variant",
+        "cpu-avx1",
+        "--template-dir",
+        str(template_dir),
+        "--cpuinfo",
+        IVY,
+        "--plan-only",
+        "--json",
+        tmp_path=tmp_path,
+    )
+    plan = json.loads(j.stdout)["plan"]
+    assert plan["toolchain"]["kind"] == "system" and plan["toolchain"]["download"] == []
+    assert plan["estimate"]["low_seconds"] < plan["estimate"]["high_seconds"]
+    assert plan["target_os"] == "linux" and plan["target_cpu"]["isa"] == plan["isa"]

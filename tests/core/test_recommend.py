@@ -127,6 +127,18 @@ def test_sandybridge_and_piledriver_tailoring() -> None:
     assert sb is not None and "-DGGML_F16C=OFF" in sb.cmake_flags
     pd = recommend(load("piledriver")).candidate("cpu-avx1")
     assert pd is not None and "-DGGML_FMA=ON" in pd.cmake_flags and "-DGGML_AVX2=OFF" in pd.cmake_flags
+    # The reason names what the flags turn on: a Piledriver build uses FMA and F16C, not "AVX only".
+    assert pd.reasons[0].endswith("this build uses SSE4.2, AVX, F16C and FMA"), pd.reasons
+    assert sb.reasons[0].endswith("this build uses SSE4.2 and AVX"), sb.reasons
+
+
+def test_saved_cpuinfo_says_gpus_were_not_probed() -> None:
+    from tests.conftest import HWDATA
+
+    rep = report_from_sources(None, str(HWDATA / "cpuinfo" / "ivybridge-i5-3570k.txt"))
+    rec = recommend(rep)
+    why = rec.rejection("vulkan-avx1").why_not  # type: ignore[union-attr]
+    assert "were not probed" in why and "none was found" not in why
 
 
 def test_contract_no_avx_is_experimental() -> None:

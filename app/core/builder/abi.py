@@ -88,6 +88,26 @@ def _pe_imports(path: Path) -> dict[str, frozenset[str]]:
         pe.close()
 
 
+# Runtime DLLs of GNU/MinGW toolchains: a Windows backend must not need them (they are not in LM Studio's folder).
+COMPILER_RUNTIME_DLLS = frozenset(
+    {"libstdc++-6.dll", "libgcc_s_seh-1.dll", "libwinpthread-1.dll", "libgomp-1.dll", "libc++.dll", "libunwind.dll"}
+)
+
+
+def foreign_runtime_imports(folder: Path, rels: Iterable[str]) -> list[tuple[str, str]]:
+    """(file, dll) for each PE among `rels` that imports a compiler runtime DLL the folder does not hold."""
+    have = {p.name.lower() for p in Path(folder).iterdir()}
+    out: list[tuple[str, str]] = []
+    for rel in rels:
+        p = Path(folder) / rel
+        if binary_format(p) != "PE":
+            continue
+        for dll in sorted(_pe_imports(p)):
+            if dll in COMPILER_RUNTIME_DLLS and dll not in have:
+                out.append((rel, dll))
+    return out
+
+
 def exported_symbols(path: Path) -> frozenset[str]:
     fmt = binary_format(path)
     if fmt == "ELF":

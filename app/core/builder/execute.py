@@ -36,6 +36,10 @@ def run_build(
     """
     log = Path(plan.log_path)
     reused = (Path(plan.build_dir) / "CMakeCache.txt").is_file()
+    if plan.toolchain is not None and plan.wrappers_dir:
+        from app.core.builder.toolchain import compiler_wrappers
+
+        compiler_wrappers(plan.toolchain, Path(plan.wrappers_dir))
     lines: list[str] = []
 
     def keep(line: str) -> None:

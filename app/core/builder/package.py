@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.core.builder.abi import MissingSymbol, check_abi, require_abi
+from app.core.builder.abi import MissingSymbol, check_abi, foreign_runtime_imports, require_abi
 from app.core.builder.audit import FolderAudit, Violation, audit_folder, audit_violations, binary_format
 from app.core.builder.plan import BuildPlan
 from app.core.errors import UnlockedError
@@ -53,15 +53,17 @@ class PackageResult:
     server: str | None = None  # relative path of our llama-server when the 2.x server path was replaced
 
 
-def library_file_names(target: str, platform: str) -> tuple[str, ...]:
-    """Candidate file names of a CMake target's output (first is the canonical one)."""
+def library_file_names(target: str, platform: str, output_name: str | None = None) -> tuple[str, ...]:
+    """Candidate file names of a CMake target's output (first is the canonical one); `output_name` is the
+    target's renamed output (plan.output_names), e.g. ggml -> ggml_llamacpp."""
+    name = output_name or target
     if target.startswith("llama-") and target != "llama":  # programs
-        return (f"{target}.exe",) if platform == "win" else (target,)
+        return (f"{name}.exe",) if platform == "win" else (name,)
     if platform == "win":
-        return (f"{target}.dll",)
+        return (f"{name}.dll",)
     if platform == "mac":
-        return (f"lib{target}.dylib",)
-    return (f"lib{target}.so",)
+        return (f"lib{name}.dylib",)
+    return (f"lib{name}.so",)
 
 
 def _final_file(folder: Path, rel: str) -> Path | None:
@@ -72,14 +74,20 @@ def _final_file(folder: Path, rel: str) -> Path | None:
     return real if real.is_file() else None
 
 
-def replacement_map(bin_dir: Path, template_dir: Path, targets: Iterable[str], platform: str) -> dict[str, Path]:
+def replacement_map(
+    bin_dir: Path,
+    template_dir: Path,
+    targets: Iterable[str],
+    platform: str,
+    output_names: dict[str, str] | None = None,
+) -> dict[str, Path]:
     """template-relative path -> new file, for every swapped target the template has.
 
     Raises PackageError when a target's output is missing from the build or from the template.
     """
     out: dict[str, Path] = {}
     for t in targets:
-        names = library_file_names(t, platform)
+        names = library_file_names(t, platform, (output_names or {}).get(t))
         new = next((_final_file(bin_dir, n) for n in names if _final_file(bin_dir, n)), None)
         if new is None:
             raise PackageError(f"The build has no {names[0]}.", context=str(bin_dir), hint="Re-run the build.")
@@ -130,7 +138,10 @@ def ensure_origin_runpath(path: Path, *, patchelf: str | None = None) -> bool:
             f"{path.name} needs RUNPATH $ORIGIN and patchelf is not installed.", hint="apt-get install patchelf"
         )
     subprocess.run(
-        [tool, "--set-rpath", "$ORIGIN", str(path)], check=True, capture_output=True, stdin=subprocess.DEVNULL,
+        [tool, "--set-rpath", "$ORIGIN", str(path)],
+        check=True,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
         **popen_platform_kwargs(),
     )
     return True
@@ -175,7 +186,7 @@ def package_backend(
     lib_targets = (
         tuple(t for t in plan.swap_targets if t != "llama-server") if server and server_subdir else (plan.swap_targets)
     )
-    repl = replacement_map(Path(bin_dir), Path(template_dir), lib_targets, platform)
+    repl = replacement_map(Path(bin_dir), Path(template_dir), lib_targets, platform, dict(plan.output_names))
     added: dict[str, Path] = {}
     links: dict[str, str] = {}
     server_rel: str | None = None
@@ -217,6 +228,16 @@ def package_backend(
         step("ABI guard")
         missing = check_abi(Path(dest_dir), [*repl, *added], template_folder=Path(template_dir))
         require_abi(missing, folder=Path(dest_dir))
+        foreign = foreign_runtime_imports(Path(dest_dir), [*repl, *added])
+        if foreign:
+            raise PackageError(
+                f"The new libraries need compiler runtime DLLs that LM Studio's folder does not have: "
+                f"{', '.join(sorted({d for _f, d in foreign}))}.",
+                context=str(dest_dir),
+                hint="Link the C/C++ runtime statically (zig does; with mingw-w64 use -static-libgcc "
+                "-static-libstdc++ and a static winpthread).",
+                details="\n".join(f"{f} imports {d}" for f, d in foreign),
+            )
         step("ISA audit")
         fa = audit_folder(dest_dir)
         usable = tuple(usable_isa) if usable_isa is not None else plan.isa

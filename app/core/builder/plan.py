@@ -3,8 +3,12 @@
 `plan_build(report, variant, source, ...)` decides everything before anything runs (docs/llama-build-notes.md §2):
 CMake + Ninja, Release, ``GGML_NATIVE=OFF`` with every ggml ISA option explicitly ON/OFF (tailored to the
 target CPU, or a variant's generic baseline), shared libraries, no curl/openssl/tests/prebuilt UI, the build
-commit/number from the tag, only the targets the backend needs, ``$ORIGIN`` run paths, ccache when present,
-and for GPU variants Vulkan or CUDA with an arch list from the probed compute capabilities.
+commit/number from the tag, only the targets the backend ships (a CPU variant: ggml-base + ggml-cpu, plus what
+the template's layout needs, e.g. ``ggml_llamacpp.dll`` on 1.x Windows; the smoke test compiles its own small
+host program instead of building llama.cpp's), ``$ORIGIN`` run paths, ccache when present, and for GPU
+variants Vulkan or CUDA with an arch list from the probed compute capabilities. Windows backends are
+cross-compiled on Linux with zig (``CMAKE_SYSTEM_PROCESSOR=x86_64``, else ggml silently builds its SIMD-free
+generic CPU backend), C/C++ runtime static, OpenMP off (docs/build-anywhere.md).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.core.builder.source import SourceTree
+from app.core.builder.toolchain import ToolchainChoice
 from app.core.errors import UsageError
 from app.core.hardware.report import HardwareReport
 from app.core.isa_flags import cmake_isa_flags, cmake_option_states, isa_from_cmake_flags, manifest_ise, sort_isa
@@ -54,7 +59,11 @@ SWAP_TARGETS: dict[str, tuple[str, ...]] = {
     "cuda": ("ggml-base", "ggml-cpu", "ggml-cuda", "ggml", "llama"),
 }
 SERVER_TARGETS: tuple[str, ...] = ("llama-server",)
-SMOKE_TARGETS: tuple[str, ...] = ("llama-simple",)
+SMOKE_TARGETS: tuple[str, ...] = ("llama-simple",)  # only on request (benchmarks); the smoke test has its own
+# Resource included right after llama.cpp's project(): renames target outputs (e.g. ggml -> ggml_llamacpp).
+PROJECT_INCLUDE = ("cmake", "lms-unlocked-project-include.cmake")
+# Force-included header of zig Windows builds: keeps the C runtime's atexit out of every DLL's exports.
+ZIG_WINDOWS_HEADER = ("cmake", "zig-windows-exports.h")
 KEPLER_MAX_CUDA = (11, 8)  # CUDA 12.0 removed sm_35/sm_37
 
 _M_FLAGS: dict[str, tuple[str, ...]] = {
@@ -133,6 +142,13 @@ class BuildPlan:
     tag: str | None = None
     commit: str | None = None
     notes: tuple[str, ...] = ()
+    target_os: str = "linux"  # "linux" | "win" | "mac": the OS the backend is for
+    output_names: tuple[tuple[str, str], ...] = ()  # (CMake target, output base name) where renamed
+    toolchain: ToolchainChoice | None = None
+    wrappers_dir: str | None = None  # zig compiler wrapper scripts (written by the runner)
+
+    def output_name(self, target: str) -> str:
+        return dict(self.output_names).get(target, target)
 
 
 def cuda_arch(cc: str) -> str:
@@ -187,7 +203,7 @@ def plan_build(
     build_root: Path,
     log_dir: Path | None = None,
     replace_server: bool = False,
-    smoke_program: bool = True,
+    smoke_program: bool = False,
     extra_cuda_targets: tuple[str, ...] = (),
     cmake: str = "cmake",
     ninja: str | None = "ninja",
@@ -195,15 +211,29 @@ def plan_build(
     nvcc: str | None = None,
     cuda_version: tuple[int, int] | None = None,
     platform: str = sys.platform,
+    target_os: str | None = None,
+    toolchain: ToolchainChoice | None = None,
+    layout_targets: tuple[tuple[str, str], ...] = (),
+    project_include: str | None = None,
+    zig_windows_header: str | None = None,
 ) -> BuildPlan:
     """Everything about one build, decided up front (no file system access, no processes).
 
     Args:
         replace_server: also build llama-server (2.x templates whose server must be replaced).
-        smoke_program: also build llama-simple, the small host program the 1.x smoke test runs.
+        smoke_program: also build llama.cpp's llama-simple (benchmarks only: the smoke test compiles its own
+            host program against the folder's libraries, so a backend build never needs it).
         ninja/ccache/nvcc: resolved tool paths (None: not available); see prereq.find_tools().
         cuda_version: the nvcc toolkit version, checked against the GPUs' compute capabilities.
+        target_os: the OS the backend is for ("linux", "win", "mac"; default: this one).
+        toolchain: the chosen toolchain (toolchain.choose_toolchain); its compilers go into the configure line.
+        layout_targets: extra (CMake target, output name) pairs the template's layout needs replaced, e.g.
+            ("ggml", "ggml_llamacpp") for a 1.x Windows template that ships ggml_llamacpp.dll.
+        project_include: path of resources/cmake/lms-unlocked-project-include.cmake (needed for renames).
+        zig_windows_header: path of resources/cmake/zig-windows-exports.h (needed for zig Windows builds).
     """
+    host = {"win32": "win", "darwin": "mac"}.get(platform, "linux")
+    tos = target_os or host
     v = parse_variant(variant)
     isa = target_isa(report, v, generic=generic)
     isa_flags = cmake_isa_flags(isa)
@@ -230,13 +260,51 @@ def plan_build(
         defines.append(f"-DLLAMA_BUILD_COMMIT={source.commit[:9]}")
     if source.build_number is not None:
         defines.append(f"-DLLAMA_BUILD_NUMBER={source.build_number}")
-    if platform != "win32":
+    if tos == "linux":
         # Binaries find their libraries next to themselves, in the build tree and in the backend folder.
         defines += ["-DCMAKE_BUILD_WITH_INSTALL_RPATH=ON", "-DCMAKE_INSTALL_RPATH=$ORIGIN"]
+    wrappers_dir: str | None = None
+    env: dict[str, str] = {}
+    if toolchain is not None and toolchain.zig:
+        wrappers_dir = str(build_root / "zig-wrappers" / _key(toolchain.zig, *toolchain.cc))
+        # zig compiles its C runtimes once into this cache (minutes the first time), next to the builds.
+        env = {
+            "ZIG_GLOBAL_CACHE_DIR": str(build_root / "zig-cache"),
+            "ZIG_LOCAL_CACHE_DIR": str(build_root / "zig-cache"),
+        }
+        w = Path(wrappers_dir)
+        suffix = ".cmd" if platform == "win32" else ""
+        defines += [
+            f"-DCMAKE_C_COMPILER={w / ('zig-cc' + suffix)}",
+            f"-DCMAKE_CXX_COMPILER={w / ('zig-c++' + suffix)}",
+            f"-DCMAKE_AR={w / ('zig-ar' + suffix)}",
+            f"-DCMAKE_RANLIB={w / ('zig-ranlib' + suffix)}",
+        ]
+        if tos == "win":
+            if not zig_windows_header:
+                raise PlanError("A zig Windows build needs the exports header resource.", hint="Reinstall the app.")
+            defines += [
+                f"-DCMAKE_RC_COMPILER={w / ('zig-rc' + suffix)}",
+                f"-DCMAKE_C_FLAGS=-include {zig_windows_header}",
+                f"-DCMAKE_CXX_FLAGS=-include {zig_windows_header}",
+            ]
+    if tos == "win" and host != "win":
+        # CMAKE_SYSTEM_PROCESSOR: without it ggml builds its generic, SIMD-free CPU backend (GGML_CPU_GENERIC).
+        defines += ["-DCMAKE_SYSTEM_NAME=Windows", "-DCMAKE_SYSTEM_PROCESSOR=x86_64"]
+    if tos == "win":
+        # No OpenMP runtime DLL to ship (ggml's own thread pool is used); zig links libc++/libunwind statically,
+        # so the DLLs need no libstdc++-6.dll / libgcc_s_seh-1.dll / libwinpthread-1.dll.
+        defines.append("-DGGML_OPENMP=OFF")
+    # On Windows every layout target goes through the include, which also drops MinGW's "lib" prefix.
+    renames = tuple((t, n) for t, n in layout_targets if t != n or tos == "win")
+    if renames:
+        if not project_include:
+            raise PlanError("Renaming build outputs needs the project-include resource.", hint="Reinstall the app.")
+        defines.append(f"-DCMAKE_PROJECT_INCLUDE={project_include}")
+        defines += [f"-DLMS_UNLOCKED_OUTPUT_NAME_{t.replace('-', '_')}={n}" for t, n in renames]
     gpu_targets: tuple[str, ...] = ()
     archs = ""
     features: set[str] = set()
-    env: dict[str, str] = {}
     if v.framework == "vulkan":
         defines.append("-DGGML_VULKAN=ON")
         features.add("vulkan")
@@ -271,6 +339,7 @@ def plan_build(
                 hint="Use the CUDA 12.x toolkit for Maxwell/Pascal/Volta/Turing GPUs.",
             )
     targets = list(SWAP_TARGETS[v.framework])
+    targets += [t for t, _n in layout_targets if t not in targets]
     if replace_server:
         targets += [t for t in SERVER_TARGETS if t not in targets]
     if smoke_program:
@@ -301,7 +370,9 @@ def plan_build(
         configure=configure,
         build=build,
         targets=tuple(targets),
-        swap_targets=SWAP_TARGETS[v.framework] + (SERVER_TARGETS if replace_server else ()),
+        swap_targets=SWAP_TARGETS[v.framework]
+        + tuple(t for t, _n in layout_targets if t not in SWAP_TARGETS[v.framework])
+        + (SERVER_TARGETS if replace_server else ()),
         cmake_defines=defines_t,
         isa=isa,
         manifest_ise=tuple(manifest_ise(isa)),
@@ -314,6 +385,10 @@ def plan_build(
         tag=source.tag,
         commit=source.commit,
         notes=tuple(notes),
+        target_os=tos,
+        output_names=tuple(layout_targets),
+        toolchain=toolchain,
+        wrappers_dir=wrappers_dir,
     )
 
 
@@ -335,6 +410,7 @@ OPTIONAL_DEFINES = frozenset(
         "LLAMA_BUILD_TESTS",
         "LLAMA_BUILD_NUMBER",
         "GGML_CCACHE",
+        "CMAKE_RC_COMPILER",
     }
 )
 _UNUSED_HEAD = "Manually-specified variables were not used by the project:"

@@ -1,17 +1,22 @@
 """Prove a backend folder runs: generate a few tokens with the tiny GGUF, through the folder's own libraries.
 
-- 1.x backends: a small host program (``llama-simple``) linked against the folder's libraries (RUNPATH
-  ``$ORIGIN``) generates N tokens; the run must exit 0 and report N decoded tokens.
+- 1.x backends: our small host program (``lms_smoke``, app/core/builder/hostprog.py) loads the folder's own
+  llama library by path (with the ggml libraries next to it) and generates N tokens; the run must exit 0,
+  report N decoded tokens, and every llama/ggml library it loaded must come from the folder. Windows folders
+  run under Wine on Linux. (A folder's own ``llama-simple`` can still be run with ``kind="simple"``.)
 - 2.x backends: the folder's own ``llama-server`` is started on 127.0.0.1, asked for N tokens over HTTP, and
   stopped (process group killed).
 - GPU variants must show the intended device in the log (``ggml_vulkan: 0 = …`` / ``ggml_cuda_init: found``
   and ``offloaded N/N layers to GPU``): a silent CPU fallback fails the test.
 - ``qemu_cpu`` runs the program under ``qemu-x86_64 -cpu <model>`` so an old CPU can be stood in for; exit
-  code 132 (SIGILL) is reported as an illegal instruction.
+  code 132 (SIGILL) is reported as an illegal instruction. Asking for qemu where it is missing is an error,
+  never a silent native run; qemu cannot check Windows binaries (Wine re-executes natively), so there the
+  static PE audit is the ISA proof.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import socket
@@ -20,7 +25,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.core.errors import UnlockedError
+from app.core.builder.hostprog import is_inside
+from app.core.errors import UnlockedError, UsageError
 from app.core.runner import CancelToken, ProcessPlan, kill_process_tree, popen_platform_kwargs, run_process
 
 SIGILL_EXIT = 132
@@ -29,10 +35,19 @@ DEFAULT_PROMPT = "Once upon a time"
 _QEMU_QUIET = {"IvyBridge", "SandyBridge", "Haswell", "Westmere", "Nehalem"}
 _DECODED_RE = re.compile(r"decoded (\d+) tokens")
 _OFFLOADED_RE = re.compile(r"offloaded (\d+)/(\d+) layers to GPU")
+_LOADED_RE = re.compile(r"^lms_smoke: loaded (.+)$")
+WINE_CANDIDATES = ("wine64", "wine")
+WINE_LOADER_PATHS = ("/usr/lib/wine/wine64", "/usr/lib64/wine/wine64", "/opt/wine-stable/bin/wine64")
 
 
 class SmokeTestFailed(UnlockedError):
     code = "smoke-test-failed"
+
+
+class SmokeSetupError(UsageError):
+    """The smoke test cannot run as asked (qemu or Wine missing, qemu for a Windows folder)."""
+
+    code = "smoke-setup"
 
 
 @dataclass(frozen=True)
@@ -44,6 +59,8 @@ class SmokePlan:
     qemu_cpu: str | None = None
     port: int | None = None
     device_patterns: tuple[str, ...] = field(default_factory=tuple)
+    runner: str = "native"  # "native" | "qemu-x86_64 -cpu <model>" | "wine"
+    folder: str = ""
 
 
 @dataclass(frozen=True)
@@ -57,6 +74,21 @@ class SmokeResult:
     seconds: float
     reason: str = ""
     log_tail: tuple[str, ...] = ()
+    runner: str = "native"
+    loaded: tuple[str, ...] = ()  # llama/ggml libraries the host program loaded
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "ok": self.ok,
+            "reason": self.reason,
+            "runner": self.runner,
+            "returncode": self.returncode,
+            "sigill": self.sigill,
+            "tokens": self.tokens,
+            "seconds": round(self.seconds, 2),
+            "loaded": list(self.loaded),
+            "device_lines": list(self.device_lines),
+        }
 
 
 def qemu_cpu_arg(model: str) -> str:
@@ -71,6 +103,20 @@ def device_patterns(framework: str) -> tuple[str, ...]:
     return ()
 
 
+def find_wine(env_path: str | None = None) -> str | None:
+    """Wine's 64-bit loader: ``wine64``/``wine`` on PATH, else Debian's /usr/lib/wine/wine64 (not on PATH)."""
+    for name in WINE_CANDIDATES:
+        hit = shutil.which(name, path=env_path)
+        if hit:
+            return hit
+    return next((p for p in WINE_LOADER_PATHS if os.access(p, os.X_OK)), None)
+
+
+def wine_path(path: Path | str) -> str:
+    """A Linux absolute path as Wine's Z: drive sees it."""
+    return "Z:" + str(path).replace("/", "\\")
+
+
 def plan_smoke(
     folder: Path,
     model: Path,
@@ -78,17 +124,46 @@ def plan_smoke(
     framework: str = "cpu",
     kind: str = "simple",
     program: str | None = None,
+    library: Path | None = None,
+    target: str = "linux",
     qemu_cpu: str | None = None,
     qemu: str = "qemu-x86_64",
+    wine: str | None = None,
+    wine_prefix: Path | None = None,
     n_tokens: int = 16,
     prompt: str = DEFAULT_PROMPT,
     port: int | None = None,
     env: dict[str, str] | None = None,
 ) -> SmokePlan:
-    """The exact command of the smoke test (pure)."""
+    """The exact command of the smoke test (pure).
+
+    kind "host": `program` is our compiled host program (absolute path, outside the folder) and `library` the
+    folder's llama library it loads; target "win" runs it under `wine` (required on Linux) with `wine_prefix`.
+    """
     folder = Path(folder)
     gpu = framework in ("vulkan", "cuda")
-    if kind == "simple":
+    env = dict(env or {})
+    runner = "native"
+    if qemu_cpu and target == "win":
+        raise SmokeSetupError(
+            "qemu cannot check the instruction sets of a Windows build (Wine re-executes its loader natively).",
+            hint="Drop --qemu-cpu: for Windows folders the static PE audit against the target CPU is the ISA proof.",
+        )
+    if kind == "host":
+        if program is None or library is None:
+            raise ValueError("kind='host' needs program and library")
+        lib_arg, model_arg = (wine_path(library), wine_path(model)) if target == "win" else (str(library), str(model))
+        argv = [str(program), "--lib", lib_arg, "-m", model_arg, "-n", str(n_tokens)]
+        if gpu:
+            argv += ["-ngl", "99"]
+        argv.append(prompt)
+        if target == "win" and wine:
+            argv = [wine, *argv]
+            runner = "wine"
+            env.setdefault("WINEDEBUG", "-all")
+            if wine_prefix is not None:
+                env["WINEPREFIX"] = str(wine_prefix)
+    elif kind == "simple":
         exe = folder / (program or "llama-simple")
         argv = [str(exe), "-m", str(model), "-n", str(n_tokens)]
         if gpu:
@@ -116,14 +191,17 @@ def plan_smoke(
         raise ValueError(kind)
     if qemu_cpu:
         argv = [qemu, "-cpu", qemu_cpu_arg(qemu_cpu), *argv]
+        runner = f"qemu-x86_64 -cpu {qemu_cpu}"
     return SmokePlan(
-        ProcessPlan(tuple(argv), cwd=str(folder), env=dict(env or {}), label="smoke test"),
+        ProcessPlan(tuple(argv), cwd=str(folder), env=env, label="smoke test"),
         kind,
         framework,
         n_tokens,
         qemu_cpu,
         port,
         device_patterns(framework),
+        runner,
+        str(folder),
     )
 
 
@@ -153,6 +231,8 @@ def run_smoke(
     tokens = decoded[-1] if decoded else 0
     text = _generated_text(lines)
     dev, why = _device_lines(lines, plan.device_patterns)
+    loaded = tuple(m.group(1).strip() for m in (_LOADED_RE.match(ln) for ln in lines) if m)
+    outside = [p for p in loaded if plan.folder and not is_inside(p, Path(plan.folder))]
     reason = ""
     if sigill:
         reason = "illegal instruction (SIGILL): the libraries use an instruction set this CPU lacks"
@@ -164,7 +244,13 @@ def run_smoke(
         reason = f"decoded {tokens} tokens, expected {plan.n_tokens}"
     elif why:
         reason = why
-    return SmokeResult(not reason, res.returncode, sigill, tokens, text, dev, res.duration, reason, res.tail)
+    elif plan.kind == "host" and not loaded:
+        reason = "the host program did not report which llama/ggml libraries it loaded"
+    elif outside:
+        reason = f"loaded {', '.join(outside)} from outside the folder"
+    return SmokeResult(
+        not reason, res.returncode, sigill, tokens, text, dev, res.duration, reason, res.tail, plan.runner, loaded
+    )
 
 
 def _generated_text(lines: list[str]) -> str:
@@ -264,7 +350,9 @@ def _run_server(plan: SmokePlan, *, timeout: float, cancel: CancelToken | None, 
     dev, why = _device_lines(lines, plan.device_patterns)
     if not reason and why:
         reason = why
-    return SmokeResult(not reason, rc, sigill, tokens, text, dev, time.monotonic() - start, reason, tuple(lines[-50:]))
+    return SmokeResult(
+        not reason, rc, sigill, tokens, text, dev, time.monotonic() - start, reason, tuple(lines[-50:]), plan.runner
+    )
 
 
 def smoke_record(result: SmokeResult, plan: SmokePlan) -> dict[str, object]:
@@ -295,3 +383,13 @@ def require_smoke(result: SmokeResult, *, folder: Path) -> None:
 
 def have_qemu(qemu: str = "qemu-x86_64") -> bool:
     return shutil.which(qemu) is not None
+
+
+def require_qemu(qemu_cpu: str | None, qemu: str = "qemu-x86_64") -> None:
+    """--qemu-cpu without qemu is an error: a native run would prove nothing about that CPU."""
+    if qemu_cpu and not have_qemu(qemu):
+        raise SmokeSetupError(
+            f"--qemu-cpu {qemu_cpu} needs {qemu}, which is not installed.",
+            hint="Install qemu-user (Debian/Ubuntu: sudo apt-get install qemu-user), or drop --qemu-cpu to "
+            "smoke-test on this CPU only.",
+        )

@@ -20,10 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from app.core.builder.patches import AppliedPatch, apply_patches, read_series, select_patches
 from app.core.errors import InputFileError, UnlockedError
 from app.core.fetch.download import DownloadProgress, download_file, hash_file
+from app.core.fetch.errors import ChecksumMismatch, DownloadError
 from app.core.runner import CancelToken
 from app.core.version import Version
 
@@ -104,7 +106,20 @@ def obtain_archive(
             return dest, actual
         dest.unlink()
     expected = entry.get("sha256") if isinstance(entry, dict) else None
-    result = download_file([the_url], dest, sha256=expected, progress=progress, cancel=cancel)
+    try:
+        result = download_file([the_url], dest, sha256=expected, progress=progress, cancel=cancel)
+    except ChecksumMismatch:
+        raise
+    except DownloadError as exc:
+        host = urlsplit(the_url).hostname or the_url
+        raise SourceError(
+            f"Could not download the llama.cpp source for {tag}: this computer cannot reach {host} "
+            "(it is offline, or a firewall or proxy blocks it).",
+            context=the_url,
+            hint=f"Get {the_url} (or the llama.cpp source folder of {tag}) another way and build with "
+            "--source <archive or folder>; in the wizard, choose a local source archive or folder.",
+            details="\n".join(x for x in (exc.message, exc.details) if x),
+        ) from exc
     archives[tag] = {"url": the_url, "sha256": result.sha256, "size": result.size, "file": dest.name}
     _write_index(base, index)
     return result.path, result.sha256

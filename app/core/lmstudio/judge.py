@@ -161,7 +161,8 @@ def judge_backend(info: BackendInfo, report: HardwareReport | None, *, app_versi
         shown = ", ".join(repr(x) if x == "" else x for x in missing)
         return Judgement(
             "invalidCpuInstructionSetExtensions",
-            f"needs {shown}, but LM Studio's survey of this CPU reports only {', '.join(have) or 'nothing'}"
+            f"needs {shown}, but LM Studio's survey of this CPU "
+            + (f"reports only {', '.join(have)}" if have else "reports neither AVX nor AVX2")
             + (' (an empty "" entry never matches)' if "" in missing else ""),
         )
     fw = info.gpu_framework.lower()

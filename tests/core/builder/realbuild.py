@@ -114,8 +114,26 @@ def build(plan: BuildPlan, *, quiet: bool = True) -> BuildResult:
 
 
 def template_plan() -> BuildPlan:
-    """The stand-in for LM Studio's official AVX2 backend: Haswell flags, ggml libs + libllama + llama-simple."""
-    return plan_for("haswell", "cpu-avx2", smoke_program=True)
+    """The stand-in for LM Studio's official AVX2 backend: Haswell flags, ggml libs + libggml + libllama (the
+    kept libraries; the smoke test's host program loads this libllama)."""
+    return plan_for("haswell", "cpu-avx2", extra={"layout_targets": (("ggml", "ggml"), ("llama", "llama"))})
+
+
+def host_program(
+    target: str = "linux", compiler: tuple[str, ...] = ("gcc",), env: dict[str, str] | None = None
+) -> Path:
+    """Our smoke host program compiled against this tag's llama.h (cached like the product caches it)."""
+    from app.core.builder.hostprog import ensure_host_program, plan_host_program
+
+    root = source_tree().root
+    hp = plan_host_program(
+        cache_root() / "smoke-host",
+        target=target,
+        compiler=compiler,
+        include_dirs=(root / "include", root / "ggml" / "include"),
+        env=env,
+    )
+    return ensure_host_program(hp)
 
 
 # variant builds used by the tests: name -> (cpu, variant)
@@ -194,8 +212,8 @@ def make_template_folder(dest: Path, bin_dir: Path) -> Path:
     Stand-ins: LM Studio's binding files (real ELF objects compiled here, see _stand_in_lmstudio_binaries); the
     official folder's manifest (the real 1.48.0 one, platform linux, name/ISE of the official
     avx2 original), its real display-data.json with the 1.48.0 release note naming our commit, and our
-    libraries + llama-simple in place of LM Studio's binaries (libllama/libggml play the kept binaries that
-    import from the swapped ggml-base/ggml-cpu).
+    libraries in place of LM Studio's binaries (libllama/libggml play the kept binaries that import from the
+    swapped ggml-base/ggml-cpu).
     """
     import json
 

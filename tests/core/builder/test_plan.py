@@ -77,7 +77,7 @@ def test_ivybridge_cpu_avx1_exact_argv() -> None:
         "-DLLAMA_CURL=OFF",
         "-DLLAMA_OPENSSL=OFF",
         "-DLLAMA_BUILD_TESTS=OFF",
-        "-DLLAMA_BUILD_EXAMPLES=ON",
+        "-DLLAMA_BUILD_EXAMPLES=OFF",
         "-DLLAMA_BUILD_SERVER=OFF",
         "-DLLAMA_BUILD_TOOLS=OFF",
         "-DLLAMA_USE_PREBUILT_UI=OFF",
@@ -99,7 +99,6 @@ def test_ivybridge_cpu_avx1_exact_argv() -> None:
         "--target",
         "ggml-base",
         "ggml-cpu",
-        "llama-simple",
     )
     assert p.build_dir.startswith("/cache/builds/cpu-avx1-") and p.bin_dir == p.build_dir + "/bin"
     assert p.manifest_ise == ("AVX",) and p.isa == ("SSE3", "SSSE3", "SSE4.1", "SSE4.2", "AVX", "F16C")

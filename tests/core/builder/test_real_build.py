@@ -22,6 +22,7 @@ import pytest
 from app.core.builder.abi import AbiError, check_abi
 from app.core.builder.audit import audit_folder
 from app.core.builder.execute import BuildResult
+from app.core.builder.hostprog import llama_library
 from app.core.builder.package import IsaViolationError, PackageResult, elf_runpath, package_backend
 from app.core.builder.plan import BuildPlan
 from app.core.builder.smoke import SmokeResult, have_qemu, plan_smoke, run_smoke
@@ -70,7 +71,16 @@ def packaged(
 
 
 def smoke(folder: Path, cpu: str) -> SmokeResult:
-    return run_smoke(plan_smoke(folder, shipped_model(), qemu_cpu=cpu), timeout=120)
+    """Our host program (compiled against the tag's llama.h) loads the folder's own libllama under qemu."""
+    plan = plan_smoke(
+        folder,
+        shipped_model(),
+        kind="host",
+        program=str(rb.host_program()),
+        library=llama_library(folder, "linux"),
+        qemu_cpu=cpu,
+    )
+    return run_smoke(plan, timeout=120)
 
 
 def test_template_avx2_sigills_under_ivybridge_and_runs_under_haswell(template: tuple[BuildResult, Path]) -> None:
@@ -112,6 +122,10 @@ def test_avx1_runs_on_ivybridge_but_not_sandybridge(packaged: dict[str, PackageR
     folder = packaged["ivybridge"].folder
     ivy = smoke(folder, "IvyBridge")
     assert ivy.ok and ivy.tokens == 16 and "Once upon a time" in ivy.text, ivy
+    # The libraries that ran are the folder's own: its libllama and the new ggml libraries next to it.
+    loaded = {Path(p).name.split(".so")[0] for p in ivy.loaded}
+    assert {"libllama", "libggml-base", "libggml-cpu"} <= loaded, ivy.loaded
+    assert all(str(folder) in p for p in ivy.loaded), ivy.loaded
     # Ivy Bridge has F16C, Sandy Bridge does not: the Ivy Bridge build must crash there.
     snb = smoke(folder, "SandyBridge")
     assert snb.sigill, snb
@@ -202,7 +216,6 @@ def test_whole_folder_audit_lists_every_binary(packaged: dict[str, PackageResult
         "libggml-cpu.so.0.25.3",
         "libggml.so.0.25.3",
         "libllama.so.0.5.0",
-        "llama-simple",
         "llm_engine.node",
         "liblmstudio_bindings.node",
     }

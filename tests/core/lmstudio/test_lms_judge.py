@@ -59,6 +59,11 @@ def test_cpu_rules_on_real_cpus(home: Path, cpu: str, ident: str, status: str) -
     assert j.status == status, j.message
 
 
+def test_cpu_without_avx_message_says_what_the_survey_lacks(home: Path) -> None:
+    j = judge_backend(find_backend(home, "llama.cpp-linux-x86_64-avx2@2.14.0"), _report("core2-merom-conroe-e6400.txt"))
+    assert "reports neither AVX nor AVX2" in j.message and "nothing" not in j.message, j.message
+
+
 def test_sandybridge_on_windows_theivanr_packs(home: Path) -> None:
     r = _report("sandybridge-i5-2400.txt", platform="win")
     assert judge_backend(find_backend(home, "llama.cpp-win-x86_64-avx@1.48.0"), r).compatible
