@@ -466,9 +466,8 @@ def run_smoke_cmd(args: argparse.Namespace) -> int:
             qemu_cpu=args.qemu_cpu,
             n_tokens=args.n_tokens,
         )
-        where_ran = f"qemu -cpu {args.qemu_cpu}" if args.qemu_cpu else ("Wine" if r.runner == "wine" else "this computer")
-        record = {**r.to_dict(), "kind": "host", "framework": args.framework, "cpu": where_ran,
-                  "qemu_cpu": args.qemu_cpu}
+        ran = f"qemu -cpu {args.qemu_cpu}" if args.qemu_cpu else ("Wine" if r.runner == "wine" else "this computer")
+        record = {**r.to_dict(), "kind": "host", "framework": args.framework, "cpu": ran, "qemu_cpu": args.qemu_cpu}
     recorded = record_smoke(folder, record)
     if args.json:
         emit_json({**r.to_dict(), "recorded_in_provenance": recorded})

@@ -2,8 +2,9 @@
 
 Calibration (docs/BENCHMARKS.md, "Build time"): Ninja's own log (``.ninja_log``: start and end of every step) of
 cold builds of llama.cpp 0c1e57098 on the reference 2-core machine (Zen 3 class, gcc 12 and zig 0.17 clang 22)
-gives the steps each target needs; their CPU-seconds are those of an idle machine (build.md: ggml-base + ggml-cpu
-in 47.5 s wall at -j2; the same steps took 3–4× longer while ~7 other jobs shared the 2 cores). A machine of
+gives the steps each target needs; their CPU-seconds are those of an idle machine (docs/llama-build-notes.md
+§2.5: ggml-base + ggml-cpu in 47.5 s wall at -j2; the same steps took 3–4× longer while ~7 other jobs shared the
+2 cores). A machine of
 another speed is scaled by its core count; its per-core speed is unknown before a build ran, so the estimate is
 a range: the point estimate from 0.6× (a faster core) to 2.5× (an older core, e.g. a 2012 Ivy Bridge). A busy
 machine takes longer still; the progress bar's ETA (from Ninja's step counter) corrects it once the build runs.

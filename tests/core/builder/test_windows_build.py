@@ -4,8 +4,8 @@ folder under Wine (our host program, cross-built the same way, loads the templat
 ggml DLLs next to it).
 
 Stand-ins: the template is built from the same tag (see winbuild.py; LM Studio's own binaries may not be
-redistributed); Wine stands in for Windows. qemu cannot check a CPU's ISA under Wine (build.md), so the ISA
-proof for Windows is the PE audit against the Ivy Bridge report.
+redistributed); Wine stands in for Windows. qemu cannot check a CPU's ISA under Wine (docs/build-anywhere.md), so
+the ISA proof for Windows is the PE audit against the Ivy Bridge report.
 
 Cost: cold ≈ 6 min zig's Windows C runtime and libc++ (once per cache) + template ≈ 4 min + variant ≈ 1 min.
 """
