@@ -11,6 +11,7 @@ APT_PACKAGES=(
   libegl1 libgl1 libxkbcommon0 libxkbcommon-x11-0 libfontconfig1 libdbus-1-3 libxcb-cursor0  # Qt offscreen
   libxcb-icccm4 libxcb-keysyms1 libwayland-cursor0 libwayland-egl1  # Qt xcb/wayland libs the bundle carries
   xvfb xauth                                  # the frozen wizard is started on a real X server
+  xdotool                                     # real key presses into the wizard on that X server
   curl                                        # baseline of the download benchmark
   gcc-mingw-w64-x86-64                        # real PE DLLs for the ISA audit / ABI guard tests
   g++-mingw-w64-x86-64                        # a C++ DLL that needs libstdc++-6.dll (runtime check of Windows builds)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from PySide6.QtCore import QEventLoop, QTimer, Slot
@@ -23,6 +24,8 @@ from app.qt.pages.work import WorkPage
 from app.qt.state import WizardConfig, WizardState
 from app.qt.text import choice_line
 from app.qt.worker import Job
+
+log = logging.getLogger(__name__)
 
 # Fits 1366x768 at 150 % (911x512 logical pixels, less a taskbar and the title bar): every page scrolls, so
 # this is the only floor. The preferred size is used where the screen has room.
@@ -83,6 +86,7 @@ class UnlockedWizard(QWizard):
         page = self.pages.get(PageId(pid)) if pid in set(PageId) else None
         if page is None:
             return
+        log.debug("page: %s", PageId(pid).name)  # `lms-unlocked -v` shows the way through the wizard
         if pid not in (int(PageId.WELCOME), int(PageId.HARDWARE)):
             page.show_choice(choice_line(self.state))
         else:
