@@ -179,8 +179,9 @@ def refuse_key_in_repository(path: Path) -> None:
     Raises:
         InputFileError: the path lies inside a git work tree.
     """
-    tree = git_work_tree(path)
-    if tree is not None and not path.name.startswith(TEST_KEY_PREFIX):
+    real = Path(os.path.realpath(path.expanduser()))  # a link outside that points in is read/written inside
+    tree = git_work_tree(path) or git_work_tree(real)
+    if tree is not None and not (path.name.startswith(TEST_KEY_PREFIX) and real.name.startswith(TEST_KEY_PREFIX)):
         raise InputFileError(
             f"Refusing a signing key inside the git work tree {tree} ({path}).",
             context=str(path),
@@ -201,7 +202,8 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
             hint="Pass --key with the catalog's private key (PEM), or --key-env VAR.",
         ) from exc
     key = private_key_from_bytes(data, origin=str(path))
-    if git_work_tree(path) is not None and key_id(key.public_key()) in {k.key_id for k in load_keyring()}:
+    inside = git_work_tree(path) or git_work_tree(Path(os.path.realpath(path)))
+    if inside is not None and key_id(key.public_key()) in {k.key_id for k in load_keyring()}:
         raise InputFileError(
             f"{path} is a private key the app trusts, inside a git work tree: it must be treated as leaked.",
             context=str(path),

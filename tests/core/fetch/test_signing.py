@@ -249,3 +249,27 @@ def load_private_key_bytes(pem: bytes):  # type: ignore[no-untyped-def]
     from Cryptodome.PublicKey import ECC
 
     return ECC.import_key(pem.decode("ascii"))
+
+
+def test_a_link_outside_to_a_key_inside_a_work_tree_is_refused(tmp_path: Path) -> None:
+    """A symbolic link outside every repository that points at a key inside one (read), or at a place inside one
+    (written by --new-key, which would follow the link), is refused like the key itself; so is a TEST-ONLY-* name
+    on a link whose target is not a TEST-ONLY-* file."""
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    key = repo / "catalog.key"
+    key.write_bytes(TEST_KEY.read_bytes())
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "catalog.key").symlink_to(key)
+    with pytest.raises(InputFileError, match="inside the git work tree"):
+        load_private_key(outside / "catalog.key")
+    (outside / "new.key").symlink_to(repo / "new.key")  # dangling: --new-key would create the file in the repo
+    with pytest.raises(InputFileError, match="inside the git work tree"):
+        refuse_key_in_repository(outside / "new.key")
+    (outside / "TEST-ONLY-disguised.key").symlink_to(key)
+    with pytest.raises(InputFileError, match="inside the git work tree"):
+        load_private_key(outside / "TEST-ONLY-disguised.key")
+    (outside / "dir-link").symlink_to(repo, target_is_directory=True)
+    with pytest.raises(InputFileError, match="inside the git work tree"):
+        load_private_key(outside / "dir-link" / "catalog.key")
