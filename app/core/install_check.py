@@ -57,6 +57,15 @@ from app.core.version import older, version_key
 
 SEVERITIES: tuple[str, ...] = ("refuse", "warning", "info", "ok")
 CHECKS: tuple[str, ...] = ("platform", "architecture", "ise", "isa-audit", "engine-version", "smoke", "gpu")
+CHECK_WORDS: dict[str, str] = {  # each check in words, for human text
+    "platform": "its operating system",
+    "architecture": "its CPU architecture",
+    "ise": "the CPU extensions its manifest needs",
+    "isa-audit": "the ISA audit of its binaries",
+    "engine-version": "the LM Studio engine version it was made from",
+    "smoke": "its smoke test",
+    "gpu": "the GPU it needs",
+}
 PLATFORM_NAMES: Mapping[str, str] = {"win": "Windows", "linux": "Linux", "mac": "macOS"}
 GPU_STATUSES = frozenset({"gpuRequiredButNoneFound", "noSupportedGpus", "gpuDriverUnsupported"})
 FORCE_HINT = (
@@ -572,7 +581,7 @@ def enforce(check: InstallCheck, *, force: bool, source: str = "") -> None:
     msg = f"{check.ident or check.folder.name} was not installed: {first.message}"
     if more:
         msg += f" (and {more} more reason{'s' if more > 1 else ''}: " + "; ".join(
-            f.check for f in check.refusals[1:]
+            CHECK_WORDS.get(f.check, f.check) for f in check.refusals[1:]
         ) + ")"
     raise InstallRefused(
         msg,
