@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         nargs="?",
         const="",
         metavar="URL|FILE|FOLDER",
-        help="a signed catalog (default: $LMS_UNLOCKED_CATALOG, else the catalog of the project's latest 'backends' release)",
+        help="a signed catalog (default: $LMS_UNLOCKED_CATALOG, else the latest 'backends' release's catalog)",
     )
     p.add_argument("--sha256", metavar="HEX", help="expected sha256 of the archive (--from ARCHIVE|URL)")
     p.add_argument("--entry", metavar="NAME@VERSION", help="catalog entry to install (default: best match)")
