@@ -74,6 +74,7 @@ from app.core.install_check import InstallCheck, check_install, enforce, install
 from app.core.lmstudio.backends import list_backends, read_backend
 from app.core.lmstudio.home import LmsHome, as_home
 from app.core.lmstudio.install import InstallPlan, InstallResult, execute_install, plan_install
+from app.core.lmstudio.journal import STAGING_DIR_NAME, state_dir
 from app.core.paths import user_cache_dir, user_data_dir
 from app.core.runner import CancelToken
 
@@ -173,14 +174,14 @@ STALE_UNLOCKED_S = 3600  # a staging folder without a lock file (older versions)
 
 
 @contextlib.contextmanager
-def staging_area() -> Iterator[Path]:
+def staging_area(root: Path | None = None) -> Iterator[Path]:
     """A fresh staging path under our data dir (not created yet), removed afterwards whatever happens.
 
     While in use, ``<id>.lock`` next to it is held with an OS lock; on entry every staging folder whose lock
     nobody holds any more (its process was killed) is removed first, so a killed install leaves nothing for
     long, and a running one in another process is never touched.
     """
-    root = staging_root()
+    root = root or staging_root()
     root.mkdir(parents=True, exist_ok=True)
     d = root / uuid.uuid4().hex[:12]
     lock = filelock.FileLock(str(d) + ".lock", timeout=0, is_singleton=False)
@@ -194,6 +195,11 @@ def staging_area() -> Iterator[Path]:
         with contextlib.suppress(OSError):
             os.unlink(str(d) + ".lock")
         lock.release()
+
+
+def home_staging_root(home: LmsHome) -> Path:
+    """Where archives for ``home`` are unpacked: its ``.lms-unlocked/staging`` (same file system, not in backends/)."""
+    return state_dir(home.path) / STAGING_DIR_NAME
 
 
 def clean_stale_staging(root: Path | None = None) -> list[Path]:
@@ -503,8 +509,12 @@ def execute_obtain(
     policy: RetryPolicy | None = None,
     limits: ArchiveLimits | None = None,
     cache_root: Path | None = None,
+    staging_in_home: bool = True,
 ) -> ObtainResult:
-    """Download/verify/extract as planned, then install transactionally; staging is always removed."""
+    """Download/verify/extract as planned, then install transactionally; staging is always removed.
+
+    ``staging_in_home=False`` unpacks under our data dir and copies into the home (what earlier versions did;
+    bench/install_disk.py measures both)."""
     prov: dict[str, Any] = {"obtained_by": plan.kind, "obtained_from": plan.source}
     if plan.kind == "folder" and plan.overlay is not None:
         assert plan.local is not None
@@ -544,7 +554,9 @@ def execute_obtain(
     if plan.catalog is not None:
         prov["catalog"] = plan.catalog.source
         prov["catalog_signed_by"] = plan.catalog.signed_by or "UNSIGNED"
-    with staging_area() as staging:
+    # unpacked next to the LM Studio home (its state folder, outside backends/): the install then moves the
+    # folder in with renames instead of copying it, so the unpacked backend is on disk once, not twice
+    with staging_area(home_staging_root(plan.home) if staging_in_home else None) as staging:
         res = extract_archive(archive, staging / "archive", limits=limits, cancel=cancel)
         spec = read_overlay(res.root)
         if plan.entry is not None and spec is not None:

@@ -41,6 +41,7 @@ from app.core.lmstudio.errors import (
 )
 from app.core.lmstudio.home import LmsHome, as_home
 from app.core.lmstudio.journal import (
+    STAGING_DIR_NAME,
     HomeBusy,
     Journal,
     JournalError,
@@ -228,7 +229,8 @@ def validate_backend_folder(folder: Path, home: LmsHome | Path | str) -> Validat
     bdir = Path(os.path.realpath(h.backends_dir)) if h.backends_dir.exists() else None
     if bdir is not None and real.is_relative_to(bdir):
         problems.append(f"{folder} is already inside {h.backends_dir}; install from a folder outside it")
-    need = _folder_size(folder)
+    # a folder unpacked in our staging next to the home is moved in, not copied: it needs no more space
+    need = 0 if _moved_in(folder, h) else _folder_size(folder)
     try:
         free = shutil.disk_usage(h.path).free if h.path.exists() else None
     except OSError:
@@ -245,6 +247,12 @@ def validate_backend_folder(folder: Path, home: LmsHome | Path | str) -> Validat
                 "once so it brings the package"
             )
     return Validation(info, tuple(problems), tuple(warnings))
+
+
+def _moved_in(folder: Path, home: LmsHome) -> bool:
+    """Is ``folder`` in the home's staging (same file system), so that install moves it in instead of copying?"""
+    staging = Path(os.path.abspath(state_dir(home.path) / STAGING_DIR_NAME))
+    return Path(os.path.abspath(folder)).is_relative_to(staging)
 
 
 def _folder_size(folder: Path) -> int:
@@ -496,7 +504,10 @@ def execute_install(
         info["transaction"] = txid
         with _prepare(f"installing {fresh.ident}", h, txid):
             staged.parent.mkdir(parents=True)
-            copy_tree_exact(plan.source, staged, skip=frozenset({PROVENANCE_FILE}))
+            if _moved_in(plan.source, h):
+                os.rename(plan.source, staged)  # unpacked for this install only: move, don't copy
+            else:
+                copy_tree_exact(plan.source, staged, skip=frozenset({PROVENANCE_FILE}))
             written = write_provenance(staged, info)
             fault_point("install:staging")
             ops = _install_ops(h, plan, fresh, staged, txid, info["installed_at"])

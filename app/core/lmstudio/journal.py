@@ -8,6 +8,7 @@ the LM Studio home so that every move is one ``rename`` on the same file system:
 * ``lock`` - an OS lock (``flock``/``LockFileEx`` through the ``filelock`` package) held for the whole
   transaction, from re-planning to the last journal write; the file holds the holder's pid, for messages only
 * ``tx/<txid>/`` - staged folders, new file contents, folders being removed
+* ``staging/<id>/`` - an archive being unpacked for an install (with ``<id>.lock`` held while in use)
 * ``backups/<txid>/`` - replaced folders and the original preferences/settings, kept for undo
 * ``installed.json`` - what we installed and what each install replaced (read by uninstall)
 
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 
 STATE_DIR_NAME = ".lms-unlocked"
 JOURNAL_FILE = "journal.json"
+STAGING_DIR_NAME = "staging"  # archives unpacked for an install (app.core.fetch.obtain), moved in, never copied
 LOCK_FILE = "lock"
 FAULT_ENV = "LMS_UNLOCKED_FAULT"
 LOCK_WAIT_ENV = "LMS_UNLOCKED_LOCK_WAIT"  # seconds a change waits for another process's lock (default: 0, refuse)

@@ -49,3 +49,11 @@ def tree(folder: Path) -> dict[str, object]:
         else:
             out[rel] = (p.read_bytes(), bool(p.stat().st_mode & 0o100))
     return out
+
+
+def staging_empty(home: Path) -> bool:
+    """Nothing left in either staging root: our data dir's (dry runs) and the home's (archive installs)."""
+    from app.core.fetch.obtain import staging_root
+
+    roots = (staging_root(), home / ".lms-unlocked" / "staging")
+    return all(not r.exists() or not any(r.iterdir()) for r in roots)

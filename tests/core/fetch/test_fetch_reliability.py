@@ -84,7 +84,7 @@ def _backend_tar_cut_before(tmp_path: Path, last: str) -> tuple[Path, bytes]:
 
 def test_a_cut_uncompressed_tar_is_refused_not_installed_with_a_dangling_library(tmp_path: Path) -> None:
     home = make_home(tmp_path)
-    before = tree_hashes(home)
+    before = tree_hashes(home, exclude=(".lms-unlocked",))
     whole, cut = _backend_tar_cut_before(tmp_path, "libggml-cpu.so.0.0.8861")
     with LocalHTTPServer() as srv:
         srv.add("/b.tar", whole.read_bytes())
@@ -93,7 +93,8 @@ def test_a_cut_uncompressed_tar_is_refused_not_installed_with_a_dangling_library
         with pytest.raises(ArchiveError, match="incomplete") as ei:
             execute_obtain(plan, policy=RetryPolicy(attempts=1), cache_root=tmp_path / "cache")
     assert "end-of-archive" in ei.value.message and "--sha256" in ei.value.hint
-    assert tree_hashes(home) == before
+    assert tree_hashes(home, exclude=(".lms-unlocked",)) == before
+    assert list((home / ".lms-unlocked" / "staging").iterdir()) == []  # unpacked next to the home, then removed
     assert not any(b.ours for b in list_backends(home))
     # cut inside a member: also refused (tarfile reads short data), and a complete archive installs
     mid = tmp_path / "mid.tar"

@@ -16,13 +16,13 @@ import pytest
 from app.core.errors import CancelledError
 from app.core.fetch.download import DownloadProgress, RetryPolicy
 from app.core.fetch.errors import CatalogError, ChecksumMismatch, DownloadError, UnsafeArchiveError
-from app.core.fetch.obtain import execute_obtain, plan_from, plan_from_catalog, staging_root
+from app.core.fetch.obtain import execute_obtain, plan_from, plan_from_catalog
 from app.core.fetch.publish import publish
 from app.core.lmstudio.backends import list_backends
 from app.core.lmstudio.provenance import read_provenance
 from app.core.runner import CancelToken
 from tests.conftest import FIXTURES
-from tests.core.fetch.backend_folder import make_backend_folder, tree
+from tests.core.fetch.backend_folder import make_backend_folder, staging_empty, tree
 from tests.core.fetch.reports import ivybridge_with_vulkan_gpu
 from tests.httpserver import Fault, LocalHTTPServer
 from tests.lmstudio_homes import make_home
@@ -72,7 +72,7 @@ def assert_installed(home: Path, folder: Path) -> Path:
 
 def assert_untouched(home: Path, before: list[str]) -> None:
     assert backends_in(home) == before
-    assert not any(staging_root().glob("*")) if staging_root().exists() else True
+    assert staging_empty(home)
 
 
 def test_from_folder(home: Path, folder: Path) -> None:
@@ -95,7 +95,7 @@ def test_from_archive_with_sha_nested_and_staging_cleaned(home: Path, folder: Pa
     dest = assert_installed(home, folder)
     prov = read_provenance(dest)
     assert prov is not None and prov["archive_sha256"] == sha and prov["archive_verified"] is True
-    assert list(staging_root().iterdir()) == []
+    assert staging_empty(home)
 
 
 def test_archive_with_wrong_sha_installs_nothing(home: Path, archive: Path) -> None:
@@ -128,7 +128,7 @@ def test_from_url_resumes_after_drop(home: Path, folder: Path, archive: Path, tm
         assert srv.requests_for("/pack.7z")[1].headers["Range"] == "bytes=300000-"
     assert_installed(home, folder)
     assert cache_files(cache) == {"pack.7z"}
-    assert list(staging_root().iterdir()) == []
+    assert staging_empty(home)
 
 
 @pytest.mark.parametrize(

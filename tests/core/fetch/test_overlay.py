@@ -24,7 +24,6 @@ from app.core.fetch.obtain import (
     execute_obtain,
     plan_from,
     plan_from_catalog,
-    staging_root,
 )
 from app.core.fetch.overlay import OVERLAY_FILE, BaseMismatch, OverlayError, OverlaySpec, plan_overlay
 from app.core.fetch.publish import merge_catalog, publish
@@ -32,6 +31,7 @@ from app.core.fetch.signing import load_private_key, sign_bytes
 from app.core.install_check import InstallRefused
 from app.core.lmstudio.provenance import file_digests, read_provenance
 from tests.conftest import FIXTURES
+from tests.core.fetch.backend_folder import staging_empty
 from tests.core.fetch.overlay_packs import (
     GGML,
     LLAMA,
@@ -123,7 +123,7 @@ def test_install_over_loopback_rebuilds_the_built_folder_exactly(home: Path, bui
     prov = read_provenance(dest)
     assert prov is not None and prov["overlay"]["base"] == OFFICIAL and prov["variant"] == "cpu-avx1"
     assert prov["catalog_signed_by"] and prov["template"] == OFFICIAL
-    assert list(staging_root().iterdir()) == []
+    assert staging_empty(home)
 
 
 def test_offers_explain_a_missing_and_a_different_official_pack(tmp_path: Path, published: Path) -> None:
@@ -156,7 +156,7 @@ def test_the_user_pack_changing_after_planning_is_caught_while_copying(home: Pat
     with pytest.raises(BaseMismatch, match=r"different build.*llm_engine\.node"):
         execute_obtain(plan)
     assert sorted(p.name for p in (home / "extensions" / "backends").iterdir()) == before
-    assert list(staging_root().iterdir()) == []
+    assert staging_empty(home)
 
 
 def test_abi_guard_refuses_libraries_missing_a_symbol_the_kept_binaries_import(
