@@ -465,3 +465,23 @@ def test_copies_with_equal_sizes_but_other_libraries_are_not_called_identical(wi
     dll.write_bytes((bdir / AVX / "ggml-cpu.dll").read_bytes())
     (g,) = duplicate_groups(win_home, report=IVY_WIN)
     assert g.keeper == bdir / AVX and "identical" in g.reason
+
+
+def test_manifest_saved_as_unicode_in_notepad_is_rewritten_as_utf8(win_home: Path) -> None:
+    """Notepad's "Unicode" is UTF-16 LE with a BOM: LM Studio cannot read it. A third-party manifest gets the same
+    text back in UTF-8 (backed up; its CRLF fixed in the same run); an official one is only reported."""
+    bdir = win_home / "extensions" / "backends"
+    m = bdir / AVX / "backend-manifest.json"
+    text = m.read_bytes().decode("utf-8")
+    m.write_bytes(text.encode("utf-16"))
+    om = bdir / OFFICIAL_WIN / "backend-manifest.json"
+    om.write_bytes(om.read_bytes().decode("utf-8").encode("utf-16"))
+    official = official_hashes(win_home)
+    fs = found(diagnose(win_home, report=IVY_WIN, **NONE), "json-encoding")
+    assert {(f.kind, f.auto) for f in fs} == {("third-party", True), ("official", False)}
+    out = repair(win_home, report=IVY_WIN, **NONE)
+    assert not out.skipped, out.skipped
+    assert m.read_bytes() == text.replace("\r\n", "\n").encode("utf-8")
+    assert official_hashes(win_home) == official
+    (bk,) = backups(win_home)
+    assert (bk / "extensions/backends" / AVX / "backend-manifest.json").read_bytes() == text.encode("utf-16")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -108,22 +109,53 @@ class JsonUnreadable(Check):
                 continue
             code, rel = _UNREADABLE[p.code]
             copy = stored_copy(b.folder, rel, prov) if prov else None
+            utf16 = code == "json-encoding" and ctx.may_change(b) and _utf16_json(b.folder / rel) is not None
+            if copy is not None:
+                fix = f"restore {rel} from the copy stored at install"
+            elif utf16:
+                fix = f"rewrite {rel} as UTF-8 (Notepad's 'Unicode' is UTF-16; same text, backed up first)"
+            else:
+                fix = refetch_advice(kind)
             yield Finding(
                 code,
                 "error",
                 label(b),
                 f"{p.message}; LM Studio cannot read {label(b)}",
-                f"restore {rel} from the copy stored at install" if copy is not None else refetch_advice(kind),
-                auto=copy is not None,
+                fix,
+                auto=copy is not None or utf16,
                 target=str(b.folder / rel),
                 kind=kind,
+                data={"utf16": utf16 and copy is None},
             )
 
     def fix(self, r: Repairer, f: Finding) -> str:
         t = Path(f.target)
+        if f.data.get("utf16"):
+            text = _utf16_json(t)
+            if text is None:
+                raise RuntimeError(f"{t} is no longer UTF-16 JSON")
+            r.backup_file(t)
+            atomic_write_bytes(t, text.encode("utf-8"))
+            return f"rewrote {t} as UTF-8"
         data = stored_copy(t.parent, t.name, read_provenance(t.parent) or {})
         if data is None:
             raise RuntimeError(f"no stored copy of {t}")
         r.backup_file(t)
         atomic_write_bytes(t, data)
         return f"restored {t} from the copy stored at install"
+
+
+def _utf16_json(p: Path) -> str | None:
+    """The text of a JSON file saved as UTF-16 with a byte order mark (Notepad's "Unicode"), when it is valid JSON."""
+    try:
+        data = p.read_bytes()
+    except OSError:
+        return None
+    if not data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return None
+    try:
+        text = data.decode("utf-16")
+        json.loads(text)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return text
