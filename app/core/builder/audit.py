@@ -37,7 +37,15 @@ from pathlib import Path
 
 import capstone
 
-from app.core.builder.dispatch import Image, analyse_guards, direct_reference, elf_image, pe_image, rip_target
+from app.core.builder.dispatch import (
+    Image,
+    analyse_guards,
+    direct_reference,
+    elf_image,
+    pe_image,
+    rip_target,
+    store_extent,
+)
 from app.core.errors import UnlockedError
 from app.core.hardware.report import ISA_ORDER
 
@@ -329,7 +337,7 @@ def audit_binary(
     cpuid: list[int] = []
     referenced: set[int] = set()
     calls: dict[int, list[int]] = {}
-    written: set[int] = set()
+    written: dict[int, int] = {}  # global -> bytes a store (or a taken address) may change from there
     swept: list[list[tuple[int, int, str, str]]] = []
     for insns in _disassemble(sections):
         swept.append(insns)
@@ -337,12 +345,16 @@ def audit_binary(
         for addr, size, mnemonic, op_str in insns:
             c = mnemonic[0]
             if "rip" in op_str:
-                # Globals written (or whose address is taken): a zero-initialised one never written stays 0.
-                first = op_str.split(", ", 1)[0]
-                if mnemonic == "lea" or ("[rip" in first and mnemonic not in _READS_ONLY):
-                    t = rip_target(op_str, addr + size)
-                    if t is not None:
-                        written.add(t)
+                # Globals named by code, with how much a store to them (or a taken address) may change; a
+                # zero-initialised one nothing changes stays 0. Reads count 0 bytes (they bound taken addresses).
+                t = rip_target(op_str, addr + size)
+                if t is not None:
+                    first = op_str.split(", ", 1)[0]
+                    changed = 0
+                    if mnemonic == "lea" or ("[rip" in first and mnemonic not in _READS_ONLY):
+                        changed = store_extent(mnemonic, first)
+                    if changed or t not in written:
+                        written[t] = max(written.get(t, 0), changed)
             if c in "cjl":
                 if c == "c" and mnemonic == "cpuid":
                     cpuid.append(addr)

@@ -206,6 +206,7 @@ class Image:
     # (relocation slots) or what pointers in data name (address-taken globals).
     data: list[tuple[int, int, bytes]] = field(default_factory=list)
     pointed: set[int] = field(default_factory=set)
+    slots: set[int] = field(default_factory=set)  # relocation slots: 8 bytes the loader writes
     pointers: dict[int, int] = field(default_factory=dict)  # relocated slot -> the data address it holds
     win64: bool = False  # Windows x64 calling convention (PE) rather than System V (ELF)
 
@@ -385,6 +386,14 @@ class _Code:
         return blk
 
 
+_TAKEN = 64  # bytes after an address that is taken (lea, relocated pointer) that code may write through it
+
+
+def store_extent(mnemonic: str, destination: str) -> int:
+    """How many bytes from a global a store to `destination` (or `lea` of it) may change."""
+    return _TAKEN if mnemonic == "lea" else _mem_size(destination)
+
+
 def _mem_size(op: str) -> int:
     return _SIZE.get(op.split(" ", 1)[0], 8)
 
@@ -474,7 +483,7 @@ def analyse_guards(
     referenced: set[int],
     call_sites: dict[int, list[int]],
     swept: list[list[Insn]] | None = None,
-    written: set[int] | None = None,
+    written: Mapping[int, int] | None = None,
 ) -> GuardResult:
     """Which of the `asked` instruction addresses run only after a CPU-feature flag test.
 
@@ -497,13 +506,24 @@ def analyse_guards(
         k = bisect.bisect_right(flag_starts, addr) - 1
         return k >= 0 and addr < flag_starts[k] + max(flags[flag_starts[k]], 1)
 
-    touched: set[int] = set()
-    for w in (*(written or ()), *image.pointed):
-        touched.update(range(w - 7, w + 8))  # a store of up to 8 bytes at w, or one that ends at w
+    extent: dict[int, int] = dict(written or {})
+    for w in image.pointed:  # what relocated pointers name: code may write the object through them
+        extent[w] = max(extent.get(w, 0), _TAKEN)
+    for w in image.slots:
+        extent[w] = max(extent.get(w, 0), 8)
+    # A taken address may reach up to _TAKEN bytes, but not into the next global the code names on its own.
+    order = sorted(extent)
+    for i, w in enumerate(order[:-1]):
+        if extent[w] >= _TAKEN:
+            extent[w] = min(extent[w], order[i + 1] - w)
 
     def is_zero(addr: int) -> bool:
         """A global initialised to 0 that no instruction writes and no pointer names: it stays 0."""
-        return addr not in touched and image.initially_zero(addr)
+        for w in range(addr - _TAKEN + 1, addr + 4):
+            n = extent.get(w)
+            if n is not None and w + n > addr:
+                return False
+        return image.initially_zero(addr)
 
     def near_flag(addr: int) -> bool:
         k = bisect.bisect_left(flag_starts, addr)
@@ -831,7 +851,7 @@ def pe_image(pe: object, sections: list[tuple[int, bytes]]) -> Image:
                 elif in_data(ptr):
                     img.pointed.add(ptr)
                     img.pointers[base + page + (entry & 0xFFF)] = ptr
-                img.pointed.add(base + page + (entry & 0xFFF))  # the slot itself is written by the loader
+                img.slots.add(base + page + (entry & 0xFFF))  # the slot itself is written by the loader
         off += size
     return img
 
@@ -870,7 +890,7 @@ def elf_image(data: bytes, sections: list[tuple[int, bytes]]) -> Image:
             elif isinstance(sec, RelocationSection):
                 for rel in sec.iter_relocations():
                     t = rel["r_info_type"]
-                    pointed.append(rel["r_offset"])  # the slot is written by the loader
+                    img.slots.add(rel["r_offset"])  # the slot is written by the loader
                     if t in (8, 37) and rel.is_RELA():  # R_X86_64_RELATIVE / IRELATIVE: addend is the pointer
                         ptr = rel["r_addend"]
                         if code.contains(ptr):

@@ -45,6 +45,10 @@ EXPORT void add(int *d, const int *a, const int *b) __attribute__((ifunc("resolv
 #elif defined(GETTER)
 __attribute__((noinline)) static int have_avx2(void) { return __builtin_cpu_supports("avx2"); }
 EXPORT void add(int *d, const int *a, const int *b) { if (have_avx2()) add_avx2(d, a, b); else add_base(d, a, b); }
+#elif defined(DEAD_FLAG)
+static volatile int never_set;  /* zero-initialised, never written, address never taken: the branch is dead */
+EXPORT void add(int *d, const int *a, const int *b) { if (never_set) add_avx2(d, a, b); else add_base(d, a, b); }
+EXPORT int has_avx(void) { return __builtin_cpu_supports("avx"); }  /* the binary dispatches on CPUID elsewhere */
 #elif defined(USER_FLAG)
 static int use_fast;  /* set by the caller, not from CPUID: no CPU check */
 EXPORT void set_fast(int v) { use_fast = v; }
@@ -117,6 +121,13 @@ def test_unguarded_code_still_fails(compile_isa_lib: Callable[..., Path], kind: 
     assert [(x.file, x.extension) for x in v] == [("ggml-cpu.dll", "AVX2")]
     assert v[0].count == b.unguarded("AVX2") and v[0].guarded == b.guarded["AVX2"]
     assert "outside any CPU check" in v[0].describe() and "more behind a CPU check" in v[0].describe()
+
+
+@pytest.mark.parametrize("kind", ["elf", "pe"])
+def test_branch_on_a_global_nothing_sets_is_dead(compile_isa_lib: Callable[..., Path], kind: str) -> None:
+    b = audit_binary(_lib(compile_isa_lib, f"libggml-dead.{kind}", kind, "DEAD_FLAG"), counted=True)
+    assert b.uses("AVX2") >= 2 and b.unguarded("AVX2") == 0, (b.counts, b.guarded, b.guard_stats)
+    assert b.guard_stats["dead_branches"] >= 1
 
 
 @pytest.mark.parametrize("kind", ["elf", "pe"])
