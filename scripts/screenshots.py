@@ -4,13 +4,19 @@ Uses the same inputs as the GUI tests: recorded hardware reports, a temp LM Stud
 catalog served over loopback HTTP, and the real core. The Work page is shown with a real child
 process that talks like Ninja (a real llama.cpp build takes ~20 minutes here).
 
+Also one page at 150 % (a child process on an offscreen 1366x768 screen with device pixel ratio 1.5, at the size
+that screen leaves the window) and pages in the dark colour scheme.
+
 Usage: QT_QPA_PLATFORM=offscreen .venv/bin/python scripts/screenshots.py [OUT_DIR]
+       (internal: scripts/screenshots.py OUT_DIR --scaled, run by the above on the 150 % screen)
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -21,8 +27,9 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from PySide6.QtCore import Qt  # noqa: E402
-from PySide6.QtWidgets import QApplication, QWizard  # noqa: E402
+from PySide6.QtCore import Qt, QTimer  # noqa: E402
+from PySide6.QtGui import QColor, QPalette, QPixmap  # noqa: E402
+from PySide6.QtWidgets import QApplication, QMessageBox, QWizard  # noqa: E402
 
 from app.core.flow import Method, PageId  # noqa: E402
 from app.qt.errors import ErrorDialog  # noqa: E402
@@ -60,7 +67,12 @@ class Shooter:
         for _ in range(5):
             self.app.processEvents()
         path = self.out / f"{name}.png"
-        if not widget.grab().save(str(path)):
+        # Render at the screen's device pixel ratio (150 %: 1.5 physical pixels per logical one).
+        dpr = self.app.primaryScreen().devicePixelRatio()
+        pm = QPixmap(widget.size() * dpr)
+        pm.setDevicePixelRatio(dpr)
+        widget.render(pm)
+        if not pm.save(str(path)):
             raise OSError(f"could not write {path}")
         print(path)
 
@@ -78,6 +90,35 @@ def wizard(cfg: WizardConfig) -> UnlockedWizard:
     w.resize(*SIZE)
     w.show()
     return w
+
+
+def dark_palette() -> QPalette:
+    p = QPalette()
+    role, c = QPalette.ColorRole, QColor
+    for r, col in ((role.Window, c(45, 45, 48)), (role.WindowText, c(230, 230, 230)), (role.Base, c(30, 30, 32)),
+                   (role.AlternateBase, c(50, 50, 54)), (role.Text, c(230, 230, 230)), (role.Button, c(60, 60, 64)),
+                   (role.ButtonText, c(230, 230, 230)), (role.Highlight, c(53, 132, 228)),
+                   (role.HighlightedText, c(255, 255, 255)), (role.Link, c(120, 170, 255)),
+                   (role.ToolTipBase, c(60, 60, 64)), (role.ToolTipText, c(230, 230, 230)),
+                   (role.PlaceholderText, c(150, 150, 150))):
+        p.setColor(r, col)
+    p.setColor(QPalette.ColorGroup.Disabled, role.Text, c(130, 130, 130))
+    p.setColor(QPalette.ColorGroup.Disabled, role.ButtonText, c(130, 130, 130))
+    p.setColor(QPalette.ColorGroup.Disabled, role.WindowText, c(130, 130, 130))
+    return p
+
+
+def answer(text: str) -> None:
+    """Click the button `text` of the next question box (confirmations before fixing or removing)."""
+
+    def click() -> None:
+        box = QApplication.activeModalWidget()
+        if not isinstance(box, QMessageBox):
+            QTimer.singleShot(20, click)
+            return
+        next(b for b in box.buttons() if b.text().replace("&", "") == text).click()
+
+    QTimer.singleShot(0, click)
 
 
 def next_page(app: QApplication, w: UnlockedWizard) -> None:
@@ -146,9 +187,7 @@ def main() -> int:
         s.dialogs("05x-unexpected-error")
     next_page(app, w)
     s.shot(w, "06-verify")
-    w.page_of(PageId.VERIFY).select_button.click()
-    s.shot(w, "06b-verify-selected")
-    next_page(app, w)
+    next_page(app, w)  # the ticked box selects the backend on Next
     s.shot(w, "07-finish")
     w.close()
 
@@ -158,6 +197,14 @@ def main() -> int:
     wait(app, lambda: w.state.report is not None)
     next_page(app, w)
     s.shot(w, "03c-recommendation-not-needed")
+    next_page(app, w)
+    s.shot(w, "07b-finish-all-set")
+    w.close()
+
+    # No LM Studio on this computer: probe, recommend, export a report, and how to get LM Studio.
+    w = wizard(WizardConfig(home=tmp / "no-lmstudio", report_file=reports / "ivybridge-gtx770.json",
+                            log_dir=tmp / "logs"))
+    s.shot(w, "01b-welcome-no-lmstudio")
     w.close()
 
     # Westmere: no AVX at all; the method page with a build's prerequisites.
@@ -187,7 +234,7 @@ def main() -> int:
         w.restart()
         work = w.page_of(PageId.WORK)
         if "running" in name:
-            wait(app, lambda work=work: "97/226" in work.status.text())
+            wait(app, lambda work=work: "97 of 226 steps" in work.status.text())
             time.sleep(0.3)
             s.shot(w, name)
             w.closing = True
@@ -209,6 +256,7 @@ def main() -> int:
     rp = w.page_of(PageId.REPAIR)
     wait(app, lambda: not rp.busy() and bool(rp.findings))
     s.shot(w, "08-repair-findings")
+    answer("Apply fixes")
     rp.fix_button.click()
     wait(app, lambda: "Before:" in rp.before_after.text())
     s.shot(w, "08b-repair-after")
@@ -222,11 +270,25 @@ def main() -> int:
     if up.tree.topLevelItemCount():
         up.tree.topLevelItem(0).setCheckState(0, Qt.CheckState.Checked)
     s.shot(w, "09-uninstall")
+    answer("Remove")
     up.remove_button.click()
     s.shot(w, "09b-uninstall-removed")
     next_page(app, w)
     s.shot(w, "09c-finish-uninstall")
     w.close()
+
+    # A dark desktop: the palette a dark theme hands Qt (the offscreen platform has no theme of its own).
+    app.setStyle("Fusion")
+    app.setPalette(dark_palette())
+    w = wizard(WizardConfig(home=make_home(tmp / "e"), report_file=reports / "ivybridge-gtx770.json",
+                            log_dir=tmp / "logs"))
+    next_page(app, w)
+    wait(app, lambda: w.state.report is not None)
+    next_page(app, w)
+    s.shot(w, "10-recommendation-dark")
+    w.close()
+
+    scaled(out)
 
     # The names README.md shows.
     for alias, src in README_SHOTS.items():
@@ -235,5 +297,44 @@ def main() -> int:
     return 0
 
 
+def scaled(out: Path) -> None:
+    """The Method page at 150 % on 1366x768, rendered by a child process on such a screen."""
+    from tests.qt.fit import SCREEN_150
+
+    cfg = Path(tempfile.mkdtemp(prefix="lms-shots-screen-")) / "screen.json"
+    cfg.write_text(json.dumps({"screens": [{"name": "laptop", "x": 0, "y": 0, "width": SCREEN_150[0],
+                                            "height": SCREEN_150[1], "logicalDpi": 96, "logicalBaseDpi": 96,
+                                            "dpr": 1.5}]}))
+    env = dict(os.environ, QT_QPA_PLATFORM=f"offscreen:configfile={cfg}")
+    subprocess.run([sys.executable, __file__, str(out), "--scaled"], env=env, check=True)
+
+
+def main_scaled(out: Path) -> int:
+    """Runs on the 150 % screen: the window at the size it opens with there (fit_to_screen), Westmere's Method page
+    (the tallest: three ways, each with what it needs)."""
+    from tests.conftest import FIXTURES
+    from tests.lmstudio_homes import make_home
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    s = Shooter(app, out)
+    tmp = Path(tempfile.mkdtemp(prefix="lms-shots-150-"))
+    os.environ["LMS_UNLOCKED_CACHE_DIR"] = str(tmp / "cache")
+    w = UnlockedWizard(WizardConfig(home=make_home(tmp), report_file=FIXTURES / "reports" / "westmere.json",
+                                    log_dir=tmp / "logs"))
+    w.show()  # sized by the wizard itself for this screen
+    next_page(app, w)
+    wait(app, lambda: w.state.report is not None)
+    next_page(app, w)
+    next_page(app, w)
+    wait(app, lambda: bool(w.page_of(PageId.METHOD).options))
+    for d in QApplication.topLevelWidgets():
+        if isinstance(d, ErrorDialog):
+            d.close()
+    s.shot(w, "11-method-150-percent")
+    return 0
+
+
 if __name__ == "__main__":
+    if "--scaled" in sys.argv:
+        sys.exit(main_scaled(Path(sys.argv[1])))
     sys.exit(main())

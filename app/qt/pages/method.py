@@ -9,7 +9,7 @@ from app.core.flow import PageId
 from app.qt.errors import show_error
 from app.qt.jobs import MethodOption, cheapest_safe, method_options
 from app.qt.pages.base import Background, FlowPage, card, check_first, clear_layout, esc, para
-from app.qt.text import format_duration, format_size
+from app.qt.text import choice_line, format_duration, format_size
 
 
 def option_html(opt: MethodOption) -> str:
@@ -61,6 +61,7 @@ class MethodPage(FlowPage):
     def initializePage(self) -> None:
         st = self.wiz().state
         label = getattr(st.candidate, "label", "") or getattr(st.candidate, "variant", "?")
+        self.intro.setVisible(True)
         self.intro.setText(f"Backend: {label}\nChecking what each way costs (auditing installed packs, reading "
                            "the catalog, looking for build tools)…")
         self._clear()
@@ -88,8 +89,8 @@ class MethodPage(FlowPage):
     @Slot(object)
     def _on_options_finished(self, options: list[MethodOption]) -> None:
         st = self.wiz().state
-        label = getattr(st.candidate, "label", "") or getattr(st.candidate, "variant", "?")
-        self.intro.setText(f"Backend: {label}")
+        self.intro.setText("")  # the choice line above the page names the backend
+        self.intro.setVisible(False)
         self.options = options
         st.method_options = list(self.options)
         self._clear()
@@ -130,4 +131,5 @@ class MethodPage(FlowPage):
     def _on_option_toggled(self, idx: int, on: bool) -> None:
         if on and 0 <= idx < len(self.options):
             self.wiz().state.method = self.options[idx].method
+            self.show_choice(choice_line(self.wiz().state))
             self.completeChanged.emit()
