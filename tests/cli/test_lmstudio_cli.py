@@ -282,3 +282,22 @@ def test_list_explains_lmstudio_verdict_next_to_ours(home: Path) -> None:
     data = json.loads(cli("list", "--json", "--home", str(home), "--no-probe").stdout)
     rows = {x["ident"]: x for x in data["backends"]}
     assert "survey child crashed" in rows["llama.cpp-win-x86_64-avx@1.48.0"]["lmstudio_last_status_meaning"]
+
+
+def test_repair_of_a_nested_crlf_pack_finishes_in_one_run(tmp_path: Path) -> None:
+    """theIvanR's pack (CRLF manifest) extracted into a folder of its own name: the dry run says repair will look
+    again after the move; `repair --yes` moves it up and fixes its line endings in the same run, nothing failed."""
+    home = make_home(tmp_path, backends=["win-cpu-1.48.0", "win-avx-1.48.0"], vendor=())
+    bdir = home / "extensions" / "backends"
+    pack = "llama.cpp-win-x86_64-avx-1.48.0"
+    os.rename(bdir / pack, tmp_path / pack)
+    (bdir / pack).mkdir()
+    os.rename(tmp_path / pack, bdir / pack / pack)
+    r = cli("repair", "--dry-run", "--home", str(home), "--cpuinfo", IVY)
+    assert r.returncode == 0 and "[nested-folder]" in r.stdout and "look again" in r.stdout
+    r = cli("repair", "--yes", "--json", "--home", str(home), "--cpuinfo", IVY)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert not out["skipped"], out["skipped"]
+    assert [a.split("]")[0] for a in out["applied"]] == ["[nested-folder", "[json-crlf"]
+    assert b"\r\n" not in (bdir / pack / "backend-manifest.json").read_bytes()

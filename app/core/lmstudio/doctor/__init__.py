@@ -145,10 +145,14 @@ def repair_plan(findings: list[Finding]) -> list[str]:
             lines.append(("fix     " if not f.needs_closed else "fix (LM Studio closed) ") + what)
         else:
             lines.append("manual  " + what)
+    if any(f.auto and f.code in MOVING_CODES for f in findings):
+        lines.append("then    look again and apply the automatic fixes the moved folders need (e.g. a manifest's "
+                     "Windows line endings), in the same run")
     return lines
 
 
 _FIX_ERRORS = (OSError, RuntimeError, KeyError, TypeError, JsonFileError, JournalError, PreferencesError)
+MOVING_CODES = frozenset({"nested-folder", "loose-files", "misplaced-backend", "wrong-home", "name-clash"})
 _REPAIR_PASSES = 4  # a move reveals findings; one more pass fixes them (4 covers move -> rename -> rewrite)
 
 
