@@ -485,3 +485,23 @@ def test_manifest_saved_as_unicode_in_notepad_is_rewritten_as_utf8(win_home: Pat
     assert official_hashes(win_home) == official
     (bk,) = backups(win_home)
     assert (bk / "extensions/backends" / AVX / "backend-manifest.json").read_bytes() == text.encode("utf-16")
+
+
+def test_wrong_home_moves_backends_only_and_a_nested_one_ends_up_usable(tmp_path: Path) -> None:
+    """In the home LM Studio does not use: theIvanR's pack nested one level (moved, then moved up and its CRLF fixed,
+    all in one run) and an empty folder (no backend at all: left where it is, not moved to become a problem)."""
+    user = tmp_path / "user"
+    user.mkdir()
+    wrong = make_home(user, backends=["win-avx-1.48.0"], vendor=(), dirname=".lmstudio")
+    _nest(wrong / "extensions/backends" / AVX, AVX)
+    (wrong / "extensions/backends" / "empty-folder").mkdir()
+    right = make_home(tmp_path, backends=["win-cpu-1.48.0"], vendor=(), dirname="D-drive-lmstudio")
+    (user / POINTER_FILE_NAME).write_text(str(right))
+    h = resolve_home(user_home=user)
+    fs = found(diagnose(h, report=IVY_WIN, user_home=user, **NONE), "wrong-home")
+    assert [f.backend for f in fs] == [AVX]
+    out = repair(h, report=IVY_WIN, user_home=user, **NONE)
+    assert not out.skipped and not [f for f in out.after if f.auto or f.severity == "error"], out.after
+    assert (right / "extensions/backends" / AVX / "backend-manifest.json").is_file()
+    assert (wrong / "extensions/backends" / "empty-folder").is_dir()
+    assert not (right / "extensions/backends" / "empty-folder").exists()

@@ -8,7 +8,7 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
-from app.core.lmstudio.backends import list_backends
+from app.core.lmstudio.backends import list_backends, nested_backend_folders
 from app.core.lmstudio.doctor.registry import Check, Context, Finding, Repairer, label
 from app.core.lmstudio.home import DEFAULT_RELATIVE, LEGACY_RELATIVE, resolve_home
 from app.core.lmstudio.install import recover_holding_lock
@@ -53,6 +53,8 @@ class WrongHome(Check):
         resolved = resolve_home(user_home=base) if h.how_found == "override" else h
         for cand in sorted({resolved.path, base / LEGACY_RELATIVE, base / DEFAULT_RELATIVE, h.path} - {h.path}):
             for b in list_backends(cand):
+                if b.has_problem("manifest-missing") and not nested_backend_folders(b.folder):
+                    continue  # no backend inside (an empty or unrelated folder): moving it would only add a problem
                 kind = classify_backend(b).kind
                 if kind == "official":  # LM Studio downloads its own packs into the home it uses
                     continue
