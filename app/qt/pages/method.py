@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from PySide6.QtCore import Slot
 from PySide6.QtWidgets import QButtonGroup, QRadioButton, QVBoxLayout, QWidget, QWizard
 
 from app.core.flow import PageId
 from app.qt.errors import show_error
-from app.qt.jobs import MethodOption, cheapest_safe, method_options
 from app.qt.pages.base import Background, FlowPage, card, check_first, clear_layout, esc, para
 from app.qt.text import choice_line, format_duration, format_size
+
+if TYPE_CHECKING:
+    from app.qt.jobs import MethodOption
+
+
+def _method_options(state: object, config: object) -> list[MethodOption]:
+    """The costs, asked in the background thread; app.qt.jobs (and the download, archive and build code under it,
+    ~0.5 s of imports) is loaded there, not while the window opens (bench/gui_start.py)."""
+    from app.qt.jobs import method_options
+
+    return method_options(state, config)  # type: ignore[arg-type]
 
 
 def option_html(opt: MethodOption) -> str:
@@ -68,7 +80,7 @@ class MethodPage(FlowPage):
         self.options = []
         st.method = None
         cfg = self.wiz().config
-        self._bg = Background(self, lambda _ctx: method_options(st, cfg), self._on_options_finished,
+        self._bg = Background(self, lambda _ctx: _method_options(st, cfg), self._on_options_finished,
                               self._on_options_failed).start()
         self.completeChanged.emit()
 
@@ -102,6 +114,8 @@ class MethodPage(FlowPage):
             self.radios.append(radio)
             self.cards.addWidget(card(radio, para(option_html(opt), rich=True,
                                                   name=f"Cost: {opt.title.replace('&', '')}")))
+        from app.qt.jobs import cheapest_safe  # loaded by now (the background call imported it)
+
         best = cheapest_safe(self.options)
         pick = best.method if best else None
         st.method = pick
