@@ -314,3 +314,45 @@ def test_real_avx_folder_fits_ivy_bridge_and_is_refused_for_westmere(lmstudio_re
     assert "lacks outside a CPU check (what it lacks appears only behind CPU checks" in ok.stdout
     assert "llama.dll: AVX2" in ok.stdout and "all behind a CPU check" in ok.stdout
     assert "Installed llama.cpp-win-x86_64-avx@1.48.0" in ok.stdout
+
+
+# --- theIvanR's repository zip (QA of #12) -------------------------------------------------------------------------
+
+
+def _repo_zip(tmp_path: Path, keys: tuple[str, ...]) -> tuple[Path, Path]:
+    """The repository's zip as GitHub serves it: lmstudio-unlocked-backend-main/<pack>/ beside a README."""
+    import zipfile
+
+    from tests.lmstudio_homes import write_backend
+
+    top = tmp_path / "repo" / "lmstudio-unlocked-backend-main"
+    for k in keys:
+        write_backend(top / template(k).folder_name, k)
+    (top / "README.md").write_text("# lmstudio-unlocked-backend\n")
+    z = tmp_path / "lmstudio-unlocked-backend-main.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        for p in sorted(top.rglob("*")):
+            zf.write(p, p.relative_to(top.parent).as_posix())
+    return z, top
+
+
+def test_repository_zip_with_two_packs_names_them_and_writes_nothing(win_home: Path, tmp_path: Path) -> None:
+    z, top = _repo_zip(tmp_path, ("win-avx-1.48.0", "win-noavx-1.48.0"))
+    before = tree_hashes(win_home)
+    for src in (z, top):
+        p = run("install", "--from", src, "--cpuinfo", IVY, "--home", win_home)
+        no_traceback(p)
+        assert p.returncode == 2, p.stderr
+        assert "holds 2 backends" in p.stderr and "llama.cpp-win-x86_64-avx@1.48.0" in p.stderr
+        assert "not an LM Studio backend" not in p.stderr
+    assert str(top / "llama.cpp-win-x86_64-avx-1.48.0") in p.stderr  # the folder to give, for a folder
+    assert tree_hashes(win_home, exclude=(".lms-unlocked",)) == {
+        k: v for k, v in before.items() if not k.startswith(".lms-unlocked")
+    }
+
+
+def test_repository_zip_with_one_pack_two_levels_down_installs(win_home: Path, tmp_path: Path) -> None:
+    z, _top = _repo_zip(tmp_path, ("win-avx-1.48.0",))
+    p = run("install", "--from", z, "--cpuinfo", IVY, "--home", win_home)
+    assert p.returncode == 0, p.stderr
+    assert "llama.cpp-win-x86_64-avx-1.48.0" in installed(win_home)

@@ -31,6 +31,7 @@ import filelock
 from app.core.errors import InputFileError, UsageError
 from app.core.fetch.archives import (
     ArchiveLimits,
+    ExtractResult,
     archive_format,
     check_members,
     extract_archive,
@@ -58,7 +59,7 @@ from app.core.fetch.download import (
     is_url,
     normalise_sha256,
 )
-from app.core.fetch.errors import CatalogError, ChecksumMismatch
+from app.core.fetch.errors import ArchiveError, CatalogError, ChecksumMismatch
 from app.core.fetch.overlay import (
     BaseIndex,
     OverlayProof,
@@ -71,7 +72,7 @@ from app.core.fetch.overlay import (
 )
 from app.core.hardware.report import HardwareReport
 from app.core.install_check import InstallCheck, check_install, enforce, install_target
-from app.core.lmstudio.backends import list_backends, read_backend
+from app.core.lmstudio.backends import list_backends, nested_backend_folders, read_backend
 from app.core.lmstudio.home import LmsHome, as_home
 from app.core.lmstudio.install import InstallPlan, InstallResult, execute_install, plan_install
 from app.core.lmstudio.journal import STAGING_DIR_NAME, state_dir
@@ -164,6 +165,39 @@ class ObtainResult:
     check: InstallCheck | None = None
     warnings: tuple[str, ...] = ()  # e.g. a forced install that was not selected
     proof: OverlayProof | None = None  # overlays: ABI guard, ISA audit, smoke test
+
+
+def backend_root(folder: Path, *, archive: Path | None = None) -> tuple[Path, bool]:
+    """The backend folder in ``folder``: itself, its single sub-folder, or the one backend one or two levels down
+    (theIvanR's repository zip holds its packs in ``lmstudio-unlocked-backend-main/<pack>/``).
+
+    Raises:
+        UsageError: several backends inside (which one is the user's choice), naming each.
+        ArchiveError: no backend at all.
+    """
+    try:
+        return find_backend_root(folder)
+    except ArchiveError:
+        inners = nested_backend_folders(folder)
+        if len(inners) == 1:
+            return inners[0], True
+        if not inners:
+            raise
+    where = archive.name if archive is not None else str(folder)
+    names = ", ".join(f"{p.relative_to(folder).as_posix()} ({read_backend(p).ident or 'unreadable manifest'})"
+                      for p in inners)
+    how = (f"extract {archive.name} and install the one you want: `lms-unlocked install --from FOLDER`"
+           if archive is not None else
+           f"install the one you want: `lms-unlocked install --from {inners[0]}` (or another of them)")
+    raise UsageError(f"{where} holds {len(inners)} backends, not one: {names}.", context=str(archive or folder),
+                     hint=how)
+
+
+def _extract(archive: Path, staging: Path, **kw: Any) -> ExtractResult:
+    """extract_archive, then find the backend inside with :func:`backend_root` (also two levels down)."""
+    res = extract_archive(archive, staging, require_manifest=False, **kw)
+    root, nested = backend_root(res.staging, archive=archive)
+    return dataclasses.replace(res, root=root, nested=nested)
 
 
 def staging_root() -> Path:
@@ -278,7 +312,7 @@ def plan_from(
     if path.is_dir():
         if expected:
             raise UsageError("--sha256 applies to archives and URLs, not to a folder.")
-        root, nested = find_backend_root(path)
+        root, nested = backend_root(path)
         warn = (f"the backend is one folder down, in {root.name}/",) if nested else ()
         spec = read_overlay(root)
         if spec is not None:
@@ -306,7 +340,7 @@ def plan_from(
         if expected:
             _verify_local(path, expected, None)
         with staging_area() as staging:
-            res = extract_archive(path, staging, limits=limits)
+            res = _extract(path, staging, limits=limits)
             overlay = read_overlay(res.root)
             if overlay is not None:
                 require_base(h, overlay)
@@ -557,7 +591,7 @@ def execute_obtain(
     # unpacked next to the LM Studio home (its state folder, outside backends/): the install then moves the
     # folder in with renames instead of copying it, so the unpacked backend is on disk once, not twice
     with staging_area(home_staging_root(plan.home) if staging_in_home else None) as staging:
-        res = extract_archive(archive, staging / "archive", limits=limits, cancel=cancel)
+        res = _extract(archive, staging / "archive", limits=limits, cancel=cancel)
         spec = read_overlay(res.root)
         if plan.entry is not None and spec is not None:
             check_entry_matches(plan.entry, spec, str(archive))
