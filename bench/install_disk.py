@@ -25,19 +25,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from app.core.fetch.obtain import execute_obtain, plan_from  # noqa: E402
+from app.core.lmstudio.backups import tree_size  # noqa: E402
 from app.core.lmstudio.install import execute_uninstall, plan_uninstall  # noqa: E402
 from tests.lmstudio_homes import make_home, prepare_our_backend  # noqa: E402
-
-
-def tree_bytes(root: Path) -> int:
-    total = 0
-    for dirpath, _d, files in os.walk(root):
-        for n in files:
-            try:
-                total += (Path(dirpath) / n).lstat().st_size
-            except OSError:
-                continue
-    return total
 
 
 def peak_while(root: Path, fn: object) -> int:
@@ -46,7 +36,7 @@ def peak_while(root: Path, fn: object) -> int:
 
     def poll() -> None:
         while not stop.is_set():
-            peak[0] = max(peak[0], tree_bytes(root))
+            peak[0] = max(peak[0], tree_size(root))
             stop.wait(0.002)
 
     t = threading.Thread(target=poll)
@@ -69,7 +59,7 @@ def main() -> None:
         os.environ["LMS_UNLOCKED_DATA_DIR"] = str(root / "data")
         home = make_home(root / "h")
         src = prepare_our_backend(root / "src", payload=os.urandom(a.mb << 20))
-        unpacked = tree_bytes(src)
+        unpacked = tree_size(src)
         archive = root / "pack.tar.gz"
         with tarfile.open(archive, "w:gz", compresslevel=1) as tf:
             tf.add(src, src.name)
@@ -78,7 +68,7 @@ def main() -> None:
         results: dict[str, list[int]] = {"copy (baseline)": [], "move (now)": []}
         for _ in range(a.runs):
             for label, in_home in (("copy (baseline)", False), ("move (now)", True)):
-                base = tree_bytes(root)
+                base = tree_size(root)
                 plan = plan_from(str(archive), home=home)
                 run = lambda in_home=in_home, plan=plan: execute_obtain(plan, staging_in_home=in_home)  # noqa: E731
                 peak = peak_while(root, run)

@@ -31,7 +31,8 @@ class Backup:
         return bool(self.needed_for)
 
 
-def _size(path: Path) -> int:
+def tree_size(path: Path) -> int:
+    """Bytes of every file under ``path`` (links not followed)."""
     total = 0
     for dirpath, _dirs, files in os.walk(path):
         for n in files:
@@ -55,7 +56,7 @@ def list_backups(home: LmsHome | Path | str) -> list[Backup]:
             if len(parts) >= 2 and parts[0] == "backups":
                 needed[parts[1]] = f"uninstalling {rec.get('ident')} restores {r.get('ident')} from it"
     return [
-        Backup(p.name, p, _size(p), needed.get(p.name, ""))
+        Backup(p.name, p, tree_size(p), needed.get(p.name, ""))
         for p in sorted(root.iterdir(), key=lambda q: q.name)
         if p.is_dir() and not p.is_symlink()
     ]
