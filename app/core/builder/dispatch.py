@@ -182,6 +182,7 @@ def _category(mnemonic: str) -> int:
     return cat
 
 
+_REG_TOKEN_RE = re.compile(r"\b[a-z][a-z0-9]{1,4}\b")
 _MEM_RE = re.compile(r"\[(\w+)( \+ \w+\*\d)?(?: ([+-]) (0x[0-9a-f]+|\d+))?\]")
 _RIP_RE = re.compile(r"\[rip ([+-]) (0x[0-9a-f]+|\d+)\]")
 _SIZE = {"byte": 1, "word": 2, "dword": 4, "qword": 8, "xmmword": 16, "ymmword": 32, "zmmword": 64}
@@ -547,6 +548,8 @@ def analyse_guards(
     guarded: set[int] = set()  # block starts reached only across one
     guard_seeds: list[int] = []
     dead_tests: list[int] = []
+    flag_tests: list[int] = []
+    unknown_tests: list[int] = []
     seen: dict[int, set[frozenset[str]]] = {}
     empty: frozenset[str] = frozenset()
 
@@ -566,11 +569,17 @@ def analyse_guards(
             blk = code.block(addr)
             cc: str | None = None
             picked: set[int] = set()
+            hoisted: set[int] = set()
             if taint or blk.reads_flag:
-                taint, cc, picked = _track(
+                taint, cc, picked, hoisted = _track(
                     blk.insns, set(taint), is_flag, is_zero, image.pointers, code.getters, volatile
                 )
                 guard_seeds.extend(picked)
+            is_test = bool(cc and cc.startswith("flag:") and blk.last[:1] == "j" and blk.last != "jmp")
+            if is_test and hoisted:
+                # `lea r15, [kernel_avx2]` hoisted above the flag test and used only after it: guarded.
+                guard_seeds.extend(hoisted)
+                picked |= hoisted
             work.extend((r, empty) for r in blk.refs if r not in picked)
             if not blk.last:
                 if blk.fall is not None:
@@ -579,8 +588,20 @@ def analyse_guards(
                 if blk.target is not None:
                     work.append((blk.target, taint))
             elif blk.last[0] == "j" or blk.last.startswith("loop"):
-                if cc == "flag" and blk.last[0] == "j":
+                side = _present_side(cc[5:], blk.last) if cc and cc.startswith("flag:") else None
+                if side is None and cc and cc.startswith("flag:") and blk.last[0] == "j":
+                    # A flag test whose direction we cannot tell (`cmp [flag], ebp` with ebp zeroed in an
+                    # earlier block): both sides are taken as guarded.
                     guard_seeds.extend(x for x in (blk.target, blk.fall) if x is not None)
+                    unknown_tests.append(addr)
+                elif side is not None:
+                    # Only the side where the CPU has the feature is guarded; the other goes on unguarded.
+                    have, lack = (blk.target, blk.fall) if side == "taken" else (blk.fall, blk.target)
+                    if have is not None:
+                        guard_seeds.append(have)
+                        flag_tests.append(have)
+                    if lack is not None:
+                        work.append((lack, taint))
                 elif cc == "zero" and blk.last in _ZF_BRANCH:
                     # A branch on a global this binary never sets: one side is dead code.
                     live, dead = (blk.target, blk.fall) if _ZF_BRANCH[blk.last] else (blk.fall, blk.target)
@@ -635,6 +656,8 @@ def analyse_guards(
             result.add(a)
     stats.update(
         roots=len(roots),
+        flag_tests=len(flag_tests),
+        flag_tests_both_sides=len(unknown_tests),
         dead_branches=len(dead_tests),
         unguarded_blocks=len(seen),
         guarded_blocks=len(guarded),
@@ -685,6 +708,84 @@ def _flag_getters(
     return frozenset(out)
 
 
+def _compare_kind(m: str, ops: list[str], flag_mem: bool, taint: set[str], zero: set[str]) -> str:
+    """How a compare involves the flag: "bits" (test), "bt", "first-zero"/"first-imm" (cmp flag, 0 / N),
+    "second-zero"/"second-imm" (cmp x, flag), or "other" (no known polarity)."""
+    if m in ("test", "ptest", "vptest"):
+        return "bits"
+    if m == "bt":
+        return "bt"
+    if len(ops) != 2:
+        return "other"
+    first = (flag_mem and "[" in ops[0]) or _REG_FAMILY.get(ops[0]) in taint
+    other = ops[1] if first else ops[0]
+    if other == "0" or _REG_FAMILY.get(other) in zero:
+        return ("first" if first else "second") + "-zero"
+    try:
+        int(other, 0)
+    except ValueError:
+        return "other"
+    return ("first" if first else "second") + "-imm"
+
+
+# For each compare kind: the jcc -> the side ("taken" or "fall") on which the CPU has the feature
+# (bit set, flag non-zero, level at least N). Only that side is guarded: code after the test that both sides reach
+# (MSVC's auto-vectoriser tests `__isa_available >= 6` before an AVX-512 loop and falls back to the plain
+# loop) stays unguarded. Anything else has no known direction: both sides count as guarded.
+_PRESENT_SIDE: dict[str, dict[str, str]] = {
+    "bits": {"jne": "taken", "jnz": "taken", "je": "fall", "jz": "fall"},
+    "bt": {"jb": "taken", "jc": "taken", "jae": "fall", "jnc": "fall", "jnb": "fall"},
+    "first-zero": {
+        "je": "fall",
+        "jz": "fall",
+        "jne": "taken",
+        "jnz": "taken",
+        "ja": "taken",
+        "jg": "taken",
+        "jbe": "fall",
+        "jle": "fall",
+    },
+    "first-imm": {
+        "ja": "taken",
+        "jae": "taken",
+        "jg": "taken",
+        "jge": "taken",
+        "jb": "fall",
+        "jbe": "fall",
+        "jl": "fall",
+        "jle": "fall",
+        "je": "taken",
+        "jz": "taken",
+    },
+    "second-zero": {
+        "je": "fall",
+        "jz": "fall",
+        "jne": "taken",
+        "jnz": "taken",
+        "jb": "taken",
+        "jl": "taken",
+        "jae": "fall",
+        "jge": "fall",
+    },
+    "second-imm": {
+        "jb": "taken",
+        "jbe": "taken",
+        "jl": "taken",
+        "jle": "taken",
+        "ja": "fall",
+        "jae": "fall",
+        "jg": "fall",
+        "jge": "fall",
+        "je": "taken",
+        "jz": "taken",
+    },
+}
+
+
+def _present_side(kind: str, jcc: str) -> str | None:
+    return _PRESENT_SIDE.get(kind, {}).get(jcc)
+
+
 def _track(
     insns: list[Insn],
     taint: set[str],
@@ -693,17 +794,22 @@ def _track(
     pointers: dict[int, int],
     getters: frozenset[int] = frozenset(),
     volatile: frozenset[str] = _VOLATILE_SYSV,
-) -> tuple[frozenset[str], str | None, set[int]]:
+) -> tuple[frozenset[str], str | None, set[int], set[int]]:
     """Follow which registers hold a flag value through a block; return them, what the final condition
-    codes came from: "flag" (the block's conditional branch is a flag test), "zero" (a compare that found a
-    never-set global equal to zero: ZF is known to be 1) or None; and the code addresses (`lea`) a `cmov`
-    picked on a flag test (a branchless ifunc resolver: `cmovne rax, rdx` between two implementations)."""
+    codes came from: "flag:<kind>" (the block's conditional branch is a flag test), "zero" (a compare that found
+    a never-set global equal to zero: ZF is known to be 1) or None; the code addresses (`lea`) a `cmov` picked
+    on a flag test (a branchless ifunc resolver: `cmovne rax, rdx` between two implementations); and the code
+    addresses loaded by `lea` that the block does not use itself (hoisted above a final flag test)."""
     cc: str | None = None
     zero: set[str] = set()  # registers known to be 0 (within this block)
     ptrs: dict[str, int] = {}  # registers holding the address of a global (within this block)
     code_addr: dict[str, int] = {}  # registers holding a code address from `lea` (within this block)
     picked: set[int] = set()
+    unused: dict[str, int] = {}  # code addresses loaded by `lea` and not used yet in this block
     for a, s, m, o in insns:
+        if unused:
+            for r in _REG_TOKEN_RE.findall(o):
+                unused.pop(_REG_FAMILY.get(r, r), None)
         if " " in m:
             m = strip_prefix(m)
         if m == "call":
@@ -716,13 +822,14 @@ def _track(
         rip = rip_target(o, a + s) if "rip" in o else None
         ops = o.split(", ")
         dst = _REG_FAMILY.get(ops[0]) if ops else None
-        if m.startswith("cmov") and cc == "flag":
+        if m.startswith("cmov") and cc is not None and cc.startswith("flag"):
             picked.update(code_addr[r] for r in (_REG_FAMILY.get(x) for x in ops) if r in code_addr)
         if dst is not None and m not in _COMPARES:
             ptrs.pop(dst, None)
             code_addr.pop(dst, None)
             if m == "lea" and rip is not None and not (is_flag(rip) or is_zero(rip)):
                 code_addr[dst] = rip
+                unused[dst] = rip
             if rip is not None and (m == "lea" or (m == "mov" and rip in pointers)):
                 ptrs[dst] = rip if m == "lea" else pointers[rip]  # the register now holds a global's address
                 taint.discard(dst)
@@ -755,11 +862,11 @@ def _track(
             continue
         src_t = flag_mem or any(_REG_FAMILY.get(x) in taint for x in ops[1:])
         if m in _COMPARES:
-            cc = "flag" if src_t or (dst in taint) else None
+            cc = ("flag:" + _compare_kind(m, ops, flag_mem, taint, zero)) if src_t or (dst in taint) else None
             continue
         if m in _FLAG_SETTERS:
             keeps = dst in taint and m in _KEEPS_TAINT
-            cc = "flag" if src_t or keeps else None
+            cc = ("flag:" + ("bits" if m == "and" else "other")) if src_t or keeps else None
             if dst:
                 same = len(ops) > 1 and ops[0] == ops[1] and m in ("xor", "sub")
                 if (src_t or keeps) and not same:
@@ -772,7 +879,7 @@ def _track(
                 taint.add(dst)
             elif m not in ("push", "nop"):
                 taint.discard(dst)
-    return frozenset(taint), cc, picked
+    return frozenset(taint), cc, picked, set(unused.values())
 
 
 # --- reading what the binaries give away -------------------------------------------------------------------------

@@ -49,6 +49,13 @@ EXPORT void add(int *d, const int *a, const int *b) { if (have_avx2()) add_avx2(
 static volatile int never_set;  /* zero-initialised, never written, address never taken: the branch is dead */
 EXPORT void add(int *d, const int *a, const int *b) { if (never_set) add_avx2(d, a, b); else add_base(d, a, b); }
 EXPORT int has_avx(void) { return __builtin_cpu_supports("avx"); }  /* the binary dispatches on CPUID elsewhere */
+#elif defined(MERGE)
+static int wide_calls;
+__attribute__((target("avx2"))) EXPORT void add(int *d, const int *a, const int *b) {
+    if (__builtin_cpu_supports("avx512f")) wide_calls++;  /* a CPU check ... */
+    __m256i x = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)a), _mm256_loadu_si256((const __m256i *)b));
+    _mm256_storeu_si256((__m256i *)d, _mm256_permute4x64_epi64(x, 0x1b));  /* ... but AVX2 runs either way */
+}
 #elif defined(USER_FLAG)
 static int use_fast;  /* set by the caller, not from CPUID: no CPU check */
 EXPORT void set_fast(int v) { use_fast = v; }
@@ -128,6 +135,14 @@ def test_branch_on_a_global_nothing_sets_is_dead(compile_isa_lib: Callable[..., 
     b = audit_binary(_lib(compile_isa_lib, f"libggml-dead.{kind}", kind, "DEAD_FLAG"), counted=True)
     assert b.uses("AVX2") >= 2 and b.unguarded("AVX2") == 0, (b.counts, b.guarded, b.guard_stats)
     assert b.guard_stats["dead_branches"] >= 1
+
+
+@pytest.mark.parametrize("kind", ["elf", "pe"])
+def test_code_after_a_check_that_both_sides_reach_is_unguarded(compile_isa_lib: Callable[..., Path], kind: str) -> None:
+    # Only the side of a flag test where the CPU has the feature is guarded, not where both sides meet again.
+    b = audit_binary(_lib(compile_isa_lib, f"libggml-merge.{kind}", kind, "MERGE"), counted=True)
+    assert b.unguarded("AVX2") >= 2, (b.counts, b.guarded, b.guard_stats)
+    assert b.guard_stats["flag_tests"] >= 1
 
 
 @pytest.mark.parametrize("kind", ["elf", "pe"])
