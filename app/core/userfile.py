@@ -58,10 +58,20 @@ def read_bounded(
     what: str = "",
     regular_only: bool = True,
     error: type[UserFileError] = UserFileError,
+    hint: str = "",
 ) -> bytes:
-    """The bytes of ``path``, at most ``limit`` of them; raises ``error`` (a :class:`UserFileError`) otherwise."""
-    p = Path(path)
-    name = what or str(p)
+    """The bytes of ``path``, at most ``limit`` of them; raises ``error`` (a :class:`UserFileError`) otherwise.
+
+    ``hint``, when given, replaces the generic hint of every error (say what the file should be)."""
+    try:
+        return _read_bounded(Path(path), limit, what or str(path), regular_only, error)
+    except UserFileError as exc:
+        if hint:
+            exc.hint = hint
+        raise
+
+
+def _read_bounded(p: Path, limit: int, name: str, regular_only: bool, error: type[UserFileError]) -> bytes:
     flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | (getattr(os, "O_NONBLOCK", 0) if regular_only else 0)
     try:
         fd = os.open(p, flags)

@@ -28,13 +28,13 @@ import jsonschema
 import requests
 from referencing import Registry, Resource
 
-from app.core.errors import InputFileError
 from app.core.fetch.download import RetryPolicy, fetch_small, is_url
 from app.core.fetch.errors import CatalogError, SignatureError
 from app.core.fetch.signing import SIGNATURE_SUFFIX, trusted_keys, verify_bytes
 from app.core.hardware.report import HardwareReport
 from app.core.matcher import RequirementsError, why_not
 from app.core.paths import data_path
+from app.core.userfile import JSON_LIMIT, read_bounded
 from app.core.version import version_key
 
 log = logging.getLogger(__name__)
@@ -242,16 +242,12 @@ def _read_local(source: str) -> tuple[bytes, bytes | None, str, str]:
     p = Path(source).expanduser()
     if p.is_dir():
         p = p / CATALOG_FILE
-    try:
-        raw = p.read_bytes()
-    except OSError as exc:
-        raise InputFileError(
-            f"Cannot read the catalog {p}: {exc.strerror or exc}.",
-            context=str(p),
-            hint="Give a catalog.json file, a folder that holds one, or an https:// URL.",
-        ) from exc
+    raw = read_bounded(p, limit=JSON_LIMIT, what=f"the catalog {p}", regular_only=False,
+                       hint="Give a catalog.json file, a folder that holds one, or an https:// URL.")
     sig_path = p.with_name(p.name + SIGNATURE_SUFFIX)
-    sig = sig_path.read_bytes() if sig_path.is_file() else None
+    sig = None
+    if sig_path.exists():
+        sig = read_bounded(sig_path, limit=64 * 1024, what=f"the catalog's signature {sig_path}")
     return raw, sig, str(p), str(p.parent)
 
 

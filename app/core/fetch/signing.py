@@ -34,6 +34,7 @@ from Cryptodome.Signature import eddsa
 from app.core.errors import InputFileError
 from app.core.fetch.errors import SignatureError
 from app.core.paths import data_path
+from app.core.userfile import read_bounded
 
 # pycryptodomex does the ed25519 math: py7zr needs it anyway, so signatures add nothing to the bundle (the
 # `cryptography` wheel's one Rust extension was 11.6 MB of it). Both private and public keys are ECC.EccKey.
@@ -193,14 +194,8 @@ def refuse_key_in_repository(path: Path) -> None:
 def load_private_key(path: Path) -> Ed25519PrivateKey:
     """An unencrypted PKCS#8 PEM ed25519 private key from a file the maintainer names (outside any repository)."""
     refuse_key_in_repository(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputFileError(
-            f"Cannot read the signing key {path}: {exc.strerror or exc}.",
-            context=str(path),
-            hint="Pass --key with the catalog's private key (PEM), or --key-env VAR.",
-        ) from exc
+    data = read_bounded(path, limit=64 * 1024, what=f"the signing key {path}", regular_only=False,
+                        hint="Pass --key with the catalog's private key (PEM), or --key-env VAR.")
     key = private_key_from_bytes(data, origin=str(path))
     inside = git_work_tree(path) or git_work_tree(Path(os.path.realpath(path)))
     if inside is not None and key_id(key.public_key()) in {k.key_id for k in load_keyring()}:

@@ -241,8 +241,11 @@ def test_bad_private_key_file(tmp_path: Path) -> None:
     (tmp_path / "k").write_text("nope")
     with pytest.raises(InputFileError, match="not an unencrypted PEM"):
         load_private_key(tmp_path / "k")
-    with pytest.raises(InputFileError, match="Cannot read"):
+    with pytest.raises(InputFileError, match=r"signing key .* not found") as ei:
         load_private_key(tmp_path / "missing")
+    assert "--key" in ei.value.hint
+    with pytest.raises(InputFileError, match="larger than"):  # read through the bounded reader (#14)
+        load_private_key(Path("/dev/zero"))
 
 
 def load_private_key_bytes(pem: bytes):  # type: ignore[no-untyped-def]
