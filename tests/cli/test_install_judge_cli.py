@@ -241,7 +241,7 @@ def test_folder_whose_smoke_test_just_crashed_refused(linux_home: Path, tmp_path
     pack = linux_pack(tmp_path)
     write_provenance(pack, {"template": "llama.cpp-linux-x86_64-avx2@2.14.0", "variant": "cpu-avx1"})
     crashing_program(pack)
-    s = run("smoke", pack, "--json")
+    s = run("smoke", pack, "--program", "llama-simple", "--json")  # the stand-in program, not our host program
     assert s.returncode == 1 and json.loads(s.stdout)["sigill"] is True
     assert json.loads(s.stdout)["recorded_in_provenance"] is True
     rec = (read_provenance(pack) or {})["smoke"]

@@ -216,10 +216,18 @@ def staging_area(root: Path | None = None) -> Iterator[Path]:
     long, and a running one in another process is never touched.
     """
     root = root or staging_root()
-    root.mkdir(parents=True, exist_ok=True)
+    # folders made here are removed again when left empty: a refused install leaves no trace in the home
+    made = [p for p in (root.parent, root) if not p.exists()]
     d = root / uuid.uuid4().hex[:12]
     lock = filelock.FileLock(str(d) + ".lock", timeout=0, is_singleton=False)
-    lock.acquire()
+    for attempt in range(3):
+        root.mkdir(parents=True, exist_ok=True)
+        try:
+            lock.acquire()
+            break
+        except FileNotFoundError:  # another process removed the empty root just now
+            if attempt == 2:
+                raise
     try:
         clean_stale_staging(root)
         yield d
@@ -229,6 +237,9 @@ def staging_area(root: Path | None = None) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             os.unlink(str(d) + ".lock")
         lock.release()
+        for p in reversed(made):
+            with contextlib.suppress(OSError):
+                p.rmdir()  # only when empty
 
 
 def home_staging_root(home: LmsHome) -> Path:

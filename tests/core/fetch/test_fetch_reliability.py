@@ -94,7 +94,8 @@ def test_a_cut_uncompressed_tar_is_refused_not_installed_with_a_dangling_library
             execute_obtain(plan, policy=RetryPolicy(attempts=1), cache_root=tmp_path / "cache")
     assert "end-of-archive" in ei.value.message and "--sha256" in ei.value.hint
     assert tree_hashes(home, exclude=(".lms-unlocked",)) == before
-    assert list((home / ".lms-unlocked" / "staging").iterdir()) == []  # unpacked next to the home, then removed
+    staging = home / ".lms-unlocked" / "staging"
+    assert not staging.exists() or list(staging.iterdir()) == []  # unpacked next to the home, then removed
     assert not any(b.ours for b in list_backends(home))
     # cut inside a member: also refused (tarfile reads short data), and a complete archive installs
     mid = tmp_path / "mid.tar"
