@@ -168,52 +168,18 @@ WHERE_TO_PICK = (
 
 # --- words for codes (the codes stay in details and JSON) ---------------------------------------------------------
 
-FINDING_TITLES = {
-    "home-problem": "LM Studio's folder has a problem",
-    "wrong-home": "Backends are in a folder LM Studio does not read",
-    "interrupted-change": "A change by this tool was interrupted",
-    "journal-unreadable": "This tool's record of changes cannot be read",
-    "stale-staging": "Leftover files from an unfinished install",
-    "lmstudio-running": "LM Studio is running",
-    "misplaced-backend": "A backend is in the wrong folder",
-    "folder-name-mismatch": "A backend's folder has the wrong name",
-    "nested-folder": "A backend is nested one folder too deep",
-    "not-a-backend": "A folder among the backends is not a backend",
-    "json-bom": "A settings file starts with an invisible mark (BOM)",
-    "json-invalid": "A backend's description file is broken",
-    "json-encoding": "A backend's description file has the wrong text encoding",
-    "manifest-fields": "A backend's description is missing fields",
-    "official-name": "A backend uses the name of an official one",
-    "vendor-missing": "A backend's bundled libraries are missing",
-    "missing-library": "A library the backend needs is missing",
-    "server-missing": "The backend's server program is missing",
-    "server-not-executable": "The backend's server program cannot be started",
-    "exec-bits-lost": "Programs in a backend lost their 'executable' permission",
-    "artifacts-mismatch": "A backend's file list does not match its files",
-    "files-changed": "A backend's files were changed after install",
-    "duplicate-backend": "The same backend is installed twice",
-    "stale-engine-index": "LM Studio's list of backends is out of date",
-    "lmstudio-says-incompatible": "LM Studio marked a backend as not compatible",
-    "settings-unreadable": "LM Studio's settings cannot be read",
-    "auto-update-on": "LM Studio may replace the selected backend (auto-update is on)",
-    "auto-delete-on": "LM Studio may delete backends it thinks are unused (auto-delete is on)",
-    "preferences-invalid": "LM Studio's backend choice file is broken",
-    "selection-missing": "The backend chosen for GGUF models is not installed",
-    "ours-not-selected": "The installed backend is not chosen for GGUF models",
-    "ise-empty": "A backend claims no processor features, so LM Studio hides it",
-    "ise-unsupported": "A backend needs processor features this computer lacks",
-    "platform-mismatch": "A backend is for another operating system",
-    "arch-mismatch": "A backend is for another kind of processor",
-    "app-too-old": "A backend needs a newer LM Studio",
-    "gpu-incompatible": "A backend needs a graphics card this computer does not have",
-    "incompatible": "LM Studio will refuse a backend",
-}
 SEVERITY_WORDS = {"error": "Problem", "warning": "Warning", "info": "Note"}
 
 
 def finding_title(code: str) -> str:
-    """A finding's human name ('The same backend is installed twice'); unknown codes get a generic sentence."""
-    return FINDING_TITLES.get(code, "Something LM Studio may stumble over")
+    """A finding's human name, as the doctor's checks register it; unknown codes get a generic sentence."""
+    from app.core.lmstudio.doctor import REGISTRY
+
+    for check in REGISTRY:
+        for c, title in check.codes:
+            if c == code:
+                return str(title)
+    return "Something LM Studio may stumble over"
 
 
 def variant_name(variant_id: str) -> str:

@@ -94,7 +94,7 @@ def test_repair_probes_and_never_selects_a_vulkan_backend_without_a_usable_vulka
     assert "Checked with the hardware of" in page.status.text()
     # words for the findings; the code only in a tooltip
     texts = " ".join(lab.text() for lab in page.content.findChildren(type(page.status)))
-    assert "needs a graphics card this computer does not have" in texts and "gpu-incompatible" not in texts
+    assert "No GPU this backend can use" in texts and "gpu-incompatible" not in texts
     assert close_error_dialogs() == []
 
 
@@ -203,3 +203,59 @@ def test_finish_links_its_paths_and_says_youre_all_set_on_a_modern_pc(qtbot, mak
     assert "You're all set" in html
     assert f'href="file://{tmp_path / "logs"}"' in html  # the logs folder is a link
     assert w.page_of(PageId.FINISH).logs_button.isVisible()
+
+
+def test_when_in_doubt_the_wizard_asks_which_copy_stays(qtbot, make_wizard, tmp_path: Path) -> None:
+    """Two different copies of one name@version, equally new, neither working here: the doctor cannot tell which
+    to keep, so the Repair page asks; the chosen copy stays and the other is moved out (backed up)."""
+    import os
+
+    from tests.lmstudio_homes import template, write_backend
+
+    home = make_home(tmp_path, backends=[], vendor=())
+    copies = []
+    for name, payload in (("copy-a", b"a"), ("copy-b", b"bb")):
+        d = write_backend(home / "extensions" / "backends" / name, template("linux-cpu-2.14.0"))
+        (d / "notes.txt").write_bytes(payload)
+        copies.append(d)
+    for d in copies:
+        for p in [d, *d.rglob("*")]:
+            os.utime(p, (1_700_000_000, 1_700_000_000))
+    a, b = copies
+    w = make_wizard(WizardConfig(home=home, report_file=REPORTS / "westmere.json"))
+    w.show()
+    w.page_of(PageId.WELCOME).repair_radio.click()
+    go_next(qtbot, w, PageId.REPAIR)
+    page = w.page_of(PageId.REPAIR)
+    qtbot.waitUntil(lambda: not page.busy() and bool(page.findings), timeout=30000)
+    (ident,) = page.choice_radios
+    assert {f for _r, f in page.choice_radios[ident]} == {a, b}
+    dup = next(f for f in page.findings if f.code == "duplicate-backend")
+    assert not dup.auto  # nothing moves before the user chose
+    page.choose_keep(ident, b)
+    qtbot.waitUntil(lambda: not page.busy() and any(f.code == "duplicate-backend" and f.auto
+                                                     for f in page.findings), timeout=30000)
+    assert "copy-a" in page.to_apply.text()
+    for i, f in enumerate(page.findings):  # only the duplicate fix
+        if i in page.fix_boxes:
+            page.fix_boxes[i].setChecked(f.code == "duplicate-backend")
+    answer_box(qtbot, "Apply fixes")
+    page.fix_button.click()
+    qtbot.waitUntil(lambda: "Before:" in page.before_after.text(), timeout=30000)
+    assert b.is_dir() and not a.exists()
+    assert close_error_dialogs() == []
+
+
+def test_a_pasted_crash_is_explained(qtbot, make_wizard, tmp_path: Path) -> None:
+    w = make_wizard(WizardConfig(home=make_home(tmp_path), report_file=REPORTS / "ivybridge.json"))
+    w.show()
+    w.page_of(PageId.WELCOME).repair_radio.click()
+    go_next(qtbot, w, PageId.REPAIR)
+    page = w.page_of(PageId.REPAIR)
+    qtbot.waitUntil(lambda: not page.busy(), timeout=30000)
+    page.crash_text.setPlainText("Error loading model. (Exit code: 18446744072635812000). Unknown error.")
+    page.explain_button.click()
+    qtbot.waitUntil(lambda: page.crash_result.text() not in ("", "Reading…"), timeout=60000)
+    # the rounded 64-bit exit code LM Studio shows, decoded by the core (docs/lmstudio-contract.md §16.1)
+    assert "0xC0000401" in page.crash_result.text() and "aborted" in page.crash_result.text()
+    assert close_error_dialogs() == []

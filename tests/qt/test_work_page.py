@@ -156,7 +156,7 @@ def test_closing_waits_for_a_short_background_call(qtbot, make_wizard, tmp_path:
     w.show()
     page = w.page_of(PageId.REPAIR)
     results: list[object] = []
-    bg = Background(page, lambda _ctx: _time.sleep(0.5) or (None, []), page._on_doctor_finished,
+    bg = Background(page, lambda _ctx: _time.sleep(0.5) or (None, [], []), page._on_doctor_finished,
                     page._on_job_failed)
     bg.controller.worker.finished.connect(results.append)  # Qt queues it; recorded only if the GUI ran on
     bg.start()
