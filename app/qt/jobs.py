@@ -6,7 +6,6 @@ so the stage list, the progress bar and the ETA come from one stream.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -16,6 +15,7 @@ from typing import Any
 
 from app.core import install_check, patchonly
 from app.core.builder import audit, pipeline, smoke, tinymodel
+from app.core.builder.estimate import estimate_build
 from app.core.builder.prereq import PrereqReport
 from app.core.errors import UnlockedError
 from app.core.fetch import obtain
@@ -27,7 +27,7 @@ from app.core.lmstudio.home import LmsHome
 from app.core.recommend import Candidate, pick_build_template
 from app.core.runner import ProcessPlan, Progress, run_process
 from app.qt.state import WizardConfig, WizardState
-from app.qt.text import build_needs, variant_name
+from app.qt.text import build_needs, format_size, variant_name
 from app.qt.worker import Job, JobContext
 
 
@@ -95,6 +95,7 @@ class MethodOption:
     note: str = ""
     detail: patchonly.PatchPlan | obtain.ObtainPlan | pipeline.BuildJob | None = None  # the core plan behind it
     needs: str = ""  # what this way needs from the computer (internet, disk space, tools), in one sentence
+    time_range: str = ""  # an estimate's range in words, where the core gives one (a build)
 
 
 METHOD_TITLES = {
@@ -158,21 +159,24 @@ ASSUMED_DOWNLOAD_RATE = 5 * 2**20  # bytes/s, for the time estimate only (said s
 
 def _download_option(state: WizardState, config: WizardConfig) -> MethodOption:
     variant = state.require_candidate().variant
-    key, home = config.catalog_public_key, state.require_home()
-    probe = obtain.plan_from_catalog(config.catalog_url, home=home, report=state.report, public_key_path=key)
-    fits = [m for m in probe.matches if m.offered and m.entry.variant == variant]
-    if not fits:
-        why = next(("; ".join(m.reasons) for m in probe.matches if m.entry.variant == variant), "")
+    key, home, report = config.catalog_public_key, state.require_home(), state.require_report()
+    # One catalog read: the entries that fit this computer and an official pack of this home, the others with a
+    # one-line reason each (the overlays helper's catalog_offers).
+    offers = obtain.catalog_offers(config.catalog_url, home=home, report=report, variant=variant, public_key_path=key)
+    if not offers.offered:
+        why = "; ".join(offers.explanations())
         raise UnlockedError(f"The catalog has no prebuilt “{variant_name(variant)}” for this computer"
-                            + (f" ({why})." if why else "."))
-    plan = obtain.plan_from_catalog(config.catalog_url, home=home, report=state.report,
-                                    entry_ident=fits[0].entry.ident, public_key_path=key)
+                            + (f": {why}" if why else "."))
+    plan = obtain.plan_from_catalog(config.catalog_url, home=home, report=report,
+                                    entry_ident=offers.offered[0].entry.ident, public_key_path=key)
     size = plan.size
     t = (size / ASSUMED_DOWNLOAD_RATE + 15) if size else None
     signed = plan.catalog.signed_by if plan.catalog is not None else ""
-    note = f"{fits[0].entry.ident} from {plan.catalog.source if plan.catalog else plan.source}"
+    note = f"{offers.offered[0].entry.ident} from {plan.catalog.source if plan.catalog else plan.source}"
     note += f", signature checked (key {signed})" if signed else ", UNSIGNED catalog"
     note += "; time assumes 5 MB/s"
+    if offers.others:
+        note += ". Not offered here: " + "; ".join(offers.explanations())
     return MethodOption(Method.DOWNLOAD, METHOD_TITLES[Method.DOWNLOAD], available=True, safe=True,
                         time_seconds=t, download_bytes=size, note=note, detail=plan)
 
@@ -193,18 +197,24 @@ def _build_option(state: WizardState, config: WizardConfig) -> MethodOption:
     prereqs = tuple(Prereq(m.what, False, m.how) for m in job.prereq.missing)
     found = tuple(Prereq(name, True) for name in _found_tools(job.prereq))
     fetched = "(not yet fetched)" not in str(job.source.root)
-    cores = os.cpu_count() or 2
-    factor = {"vulkan": 1.5, "cuda": 4.0}.get(job.plan.framework, 1.0)
-    t = 2400 * factor / min(cores, 16) * 2 + 60  # measured order: ~20 min for the CPU libs on 2 cores
+    est = estimate_build(job.plan)  # the build helper's measured range for exactly these targets on this machine
+    t = (est.low_seconds + est.high_seconds) / 2
     note = f"Packaged into a copy of {template.ident} (llama.cpp {job.tag or job.commit or '?'})"
     if prereqs:
         note += ". Install what is missing, then run the wizard again."
     src = config.build_source() if config is not None else None
     needs = build_needs(_free_disk(), offline_source=src is not None or fetched,
                         missing_tools=[p.name for p in prereqs])
+    for d in job.downloads():
+        size = f", {format_size(d['bytes'])}" if d.get("bytes") else ""
+        needs += f" Downloads first: {d['what']}{size}."
+    if job.toolchain is not None and job.toolchain.need_fetch:
+        needs += " The missing tools come as a portable toolchain (fetched automatically): " + "; ".join(
+            job.toolchain.reasons) + "."
     return MethodOption(Method.BUILD, METHOD_TITLES[Method.BUILD], available=not prereqs, safe=True,
                         time_seconds=t, download_bytes=None if not fetched else 0,
-                        prereqs=found + prereqs, note=note, detail=job, needs=needs)
+                        prereqs=found + prereqs, note=note, detail=job, needs=needs,
+                        time_range=f"{est.words()} ({est.basis})")
 
 
 def _free_disk() -> int | None:

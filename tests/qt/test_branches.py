@@ -200,6 +200,12 @@ def test_westmere_no_avx_is_experimental_and_build_is_the_way(qtbot, make_wizard
     assert not by[Method.DOWNLOAD].available and by[Method.DOWNLOAD].note
     assert not by[Method.PATCH].available
     assert by[Method.BUILD].time_seconds and by[Method.BUILD].prereqs
+    # with no patch and no download left, the page says what a build needs: the internet, disk space, tools
+    build = by[Method.BUILD]
+    assert "internet" in build.needs and "free disk space" in build.needs and " to " in build.time_range
+    method_page = w.page_of(PageId.METHOD)
+    texts = " ".join(lab.text() for lab in method_page.content.findChildren(type(method_page.intro)))
+    assert "free disk space" in texts
     if by[Method.BUILD].available:
         assert w.state.method is Method.BUILD
     close_error_dialogs()
@@ -241,18 +247,25 @@ def test_uninstall_branch_removes_and_restores(qtbot, make_wizard, tmp_path: Pat
     assert "restored" in w.page_of(PageId.FINISH).body.text()
 
 
+def open_repair(qtbot, make_wizard, home: Path, report: str):  # -> (wizard, repair page)
+    """The wizard on `home` with a saved report, Repair chosen, the doctor's first run finished."""
+    w = make_wizard(WizardConfig(home=home, report_file=REPORTS / f"{report}.json"))
+    w.show()
+    w.page_of(PageId.WELCOME).repair_radio.click()
+    go_next(qtbot, w, PageId.REPAIR)
+    page = w.page_of(PageId.REPAIR)
+    qtbot.waitUntil(lambda: not page.busy() and w.state.report is not None, timeout=30000)
+    return w, page
+
+
 def repair_with_a_bom(qtbot, make_wizard, tmp_path: Path):  # -> (wizard, repair page, manifest path)
     """Our backend installed, its manifest given a UTF-8 BOM; the wizard on the Repair page with the findings."""
     home = make_home(tmp_path)
     ir = execute_install(plan_install(home, make_backend_folder(tmp_path / "src", name=OURS)), provenance={})
     manifest = ir.dest / "backend-manifest.json"
     manifest.write_bytes(b"\xef\xbb\xbf" + manifest.read_bytes())
-    w = make_wizard(WizardConfig(home=home, report_file=REPORTS / "ivybridge-gtx770.json"))
-    w.show()
-    w.page_of(PageId.WELCOME).repair_radio.click()
-    go_next(qtbot, w, PageId.REPAIR)
-    page = w.page_of(PageId.REPAIR)
-    qtbot.waitUntil(lambda: not page.busy() and bool(page.findings), timeout=30000)
+    w, page = open_repair(qtbot, make_wizard, home, "ivybridge-gtx770")
+    qtbot.waitUntil(lambda: bool(page.findings), timeout=30000)
     return w, page, manifest
 
 

@@ -25,7 +25,7 @@ from tests.conftest import FIXTURES
 from tests.core.fetch.backend_folder import make_backend_folder
 from tests.lmstudio_homes import make_home
 from tests.qt.conftest import answer_box, close_error_dialogs, ninja_plan
-from tests.qt.test_branches import go_next, repair_with_a_bom, to_recommendation
+from tests.qt.test_branches import go_next, open_repair, repair_with_a_bom, to_recommendation
 
 REPORTS = FIXTURES / "reports"
 OURS = "llama.cpp-linux-x86_64-vulkan-avx1-unlocked"
@@ -82,12 +82,7 @@ def test_repair_probes_and_never_selects_a_vulkan_backend_without_a_usable_vulka
     execute_install(plan_install(home, make_backend_folder(tmp_path / "src", name=OURS)), provenance={})
     blind = doctor.diagnose(resolve_home(home), report=None)
     assert any(f.code == "ours-not-selected" and f.auto for f in blind)  # what happened before #15
-    w = make_wizard(WizardConfig(home=home, report_file=REPORTS / "ivybridge-lavapipe.json"))
-    w.show()
-    w.page_of(PageId.WELCOME).repair_radio.click()
-    go_next(qtbot, w, PageId.REPAIR)
-    page = w.page_of(PageId.REPAIR)
-    qtbot.waitUntil(lambda: not page.busy() and w.state.report is not None, timeout=30000)
+    w, page = open_repair(qtbot, make_wizard, home, "ivybridge-lavapipe")
     assert w.state.report.source != "live"
     codes = {f.code for f in page.findings}
     assert "ours-not-selected" not in codes and "gpu-incompatible" in codes, codes
@@ -222,12 +217,7 @@ def test_when_in_doubt_the_wizard_asks_which_copy_stays(qtbot, make_wizard, tmp_
         for p in [d, *d.rglob("*")]:
             os.utime(p, (1_700_000_000, 1_700_000_000))
     a, b = copies
-    w = make_wizard(WizardConfig(home=home, report_file=REPORTS / "westmere.json"))
-    w.show()
-    w.page_of(PageId.WELCOME).repair_radio.click()
-    go_next(qtbot, w, PageId.REPAIR)
-    page = w.page_of(PageId.REPAIR)
-    qtbot.waitUntil(lambda: not page.busy() and bool(page.findings), timeout=30000)
+    _w, page = open_repair(qtbot, make_wizard, home, "westmere")
     (ident,) = page.choice_radios
     assert {f for _r, f in page.choice_radios[ident]} == {a, b}
     dup = next(f for f in page.findings if f.code == "duplicate-backend")
@@ -247,12 +237,7 @@ def test_when_in_doubt_the_wizard_asks_which_copy_stays(qtbot, make_wizard, tmp_
 
 
 def test_a_pasted_crash_is_explained(qtbot, make_wizard, tmp_path: Path) -> None:
-    w = make_wizard(WizardConfig(home=make_home(tmp_path), report_file=REPORTS / "ivybridge.json"))
-    w.show()
-    w.page_of(PageId.WELCOME).repair_radio.click()
-    go_next(qtbot, w, PageId.REPAIR)
-    page = w.page_of(PageId.REPAIR)
-    qtbot.waitUntil(lambda: not page.busy(), timeout=30000)
+    _w, page = open_repair(qtbot, make_wizard, make_home(tmp_path), "ivybridge")
     page.crash_text.setPlainText("Error loading model. (Exit code: 18446744072635812000). Unknown error.")
     page.explain_button.click()
     qtbot.waitUntil(lambda: page.crash_result.text() not in ("", "Reading…"), timeout=60000)

@@ -29,7 +29,7 @@ def option_html(opt: MethodOption) -> str:
     if not opt.available:
         text = f"<i>Not possible here: {esc(opt.note)}</i>"
         return text + (f"<br>{esc(opt.needs)}" if opt.needs else "")
-    lines = [f"Time: {esc(format_duration(opt.time_seconds))}"]
+    lines = [f"Time: {esc(opt.time_range or format_duration(opt.time_seconds))}"]
     if opt.download_bytes is not None:
         lines.append(f"Download: {esc(format_size(opt.download_bytes))}")
     for p in opt.prereqs:
