@@ -395,6 +395,9 @@ def _build_job(ctx: JobContext, job: pipeline.BuildJob, home: LmsHome, source: P
         judged = install_check.check_install(pkg.folder, install_check.install_target(home, job.report),
                                              audit=pkg.audit)
         install_check.enforce(judged, force=False)
+        checks.append(install_check_summary(judged))  # shown on the Verify page with the other checks
+        for line in judged.describe():
+            ctx.on_line(line)
         ip = inst.plan_install(home, pkg.folder)
         if ip.blocked:
             raise UnlockedError(ip.blocked, hint="Quit LM Studio (also from the tray) and press Try again.")
