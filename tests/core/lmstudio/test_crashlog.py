@@ -218,6 +218,10 @@ def test_doctor_log_cli(tmp_path: Path) -> None:
     assert f"{WIN_AVX2}@1.48.0 uses" in p.stdout and "→ install cpu-avx1" in p.stdout
     d = json.loads(run("--log", str(log), "--json").stdout)
     assert d["crash"]["illegal_instruction"] == "yes" and d["crash"]["audit"]["violations"]
+    p = run("--log", str(log), "--backend", f"{WIN_AVX2}@1.48.0", "--json")
+    assert json.loads(p.stdout)["crash"]["backend"] == f"{WIN_AVX2}@1.48.0"
+    p = run("--log", str(log), "--backend", "llama.cpp-win-x86_64-nothere@1.0.0")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
     p = run("--log", str(tmp_path / "nope.txt"))
     assert p.returncode == 2 and "log file not found" in p.stderr
     p = run("--log")  # LM Studio's own logs: none here, said plainly
