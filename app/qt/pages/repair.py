@@ -4,6 +4,7 @@ fix a visible, ticked line), confirm the list, fix, and show before/after."""
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,12 @@ def finding_text(f: Any) -> str:
     if f.fix:
         text += f"\n    {'Fix' if f.auto else 'What to do'}: {f.fix}"
     return text + f"\n    [{f.code}]"
+
+
+def in_words(sentence: str) -> str:
+    """The doctor's '[json-bom] removed the BOM …' as 'A title: removed the BOM …' (codes stay in the logs)."""
+    m = re.match(r"\[([a-z0-9-]+)\] ", sentence)
+    return f"{finding_title(m.group(1))}: {sentence[m.end():]}" if m else sentence
 
 
 def fix_line(f: Any) -> str:
@@ -266,8 +273,8 @@ class RepairPage(FlowPage):
     def _on_fix_finished(self, outcome: Any) -> None:
         self.show_findings(list(outcome.after))
         lines = [f"Before: {len(outcome.before)} finding(s). After: {len(outcome.after)} finding(s)."]
-        lines += [f"✓ {a}" for a in outcome.applied]
-        lines += [f"– skipped: {s}" for s in outcome.skipped]
+        lines += [f"✓ {in_words(a)}" for a in outcome.applied]
+        lines += [f"– skipped: {in_words(s)}" for s in outcome.skipped]
         if outcome.backup_dir:
             lines.append(f"Everything changed was backed up to {outcome.backup_dir}")
         self.before_after.setText("\n".join(lines))
