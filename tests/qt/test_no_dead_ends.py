@@ -244,3 +244,32 @@ def test_a_pasted_crash_is_explained(qtbot, make_wizard, tmp_path: Path) -> None
     # the rounded 64-bit exit code LM Studio shows, decoded by the core (docs/lmstudio-contract.md §16.1)
     assert "0xC0000401" in page.crash_result.text() and "aborted" in page.crash_result.text()
     assert close_error_dialogs() == []
+
+
+def test_repair_without_a_saved_report_probes_this_computer_off_the_gui_thread(qtbot, make_wizard,
+                                                                              tmp_path: Path) -> None:
+    import threading
+
+    from app.core.hardware import probe
+
+    threads: list[str] = []
+    real = probe.probe_hardware
+
+    def recording(*args, **kwargs):  # the real probe; only where it ran is recorded
+        threads.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    w = make_wizard(WizardConfig(home=make_home(tmp_path)))
+    probe.probe_hardware = recording
+    try:
+        w.show()
+        w.page_of(PageId.WELCOME).repair_radio.click()
+        go_next(qtbot, w, PageId.REPAIR)
+        page = w.page_of(PageId.REPAIR)
+        qtbot.waitUntil(lambda: not page.busy() and w.state.report is not None, timeout=60000)
+    finally:
+        probe.probe_hardware = real
+    assert w.state.report.source == "live"
+    assert threads and threads[0] != threading.main_thread().name
+    assert "Checked with the hardware of" in page.status.text()
+    close_error_dialogs()
