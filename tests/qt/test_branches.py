@@ -102,6 +102,8 @@ def test_kepler_gpu_download_from_signed_catalog_select_and_finish(qtbot, make_w
     assert {"model_format": "gguf", "name": OURS, "version": "2.14.0"} in prefs
     text = w.page_of(PageId.FINISH).body.text()
     assert "Fully quit LM Studio" in text and "Evaluation batch size" in text and "selected for GGUF" in text
+    # built for the saved report's computer: where its folder is (a link) and how to take it there
+    assert "computer of the saved report" in text and f'href="file://{home}/extensions/backends/{OURS}' in text
     assert w.page_of(PageId.FINISH).nextId() == int(PageId.END)
 
 

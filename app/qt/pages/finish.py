@@ -68,6 +68,11 @@ def finish_paragraphs(state: Any) -> list[str]:
             if needs_batch_tip(state):
                 paras.append(BATCH_SIZE_TIP)
             paras += auto_update_warnings(state)
+            if state.report is not None and state.report.source != "live":
+                paras.append("It was made for the computer of the saved report. To use it there, copy its folder "
+                             "(linked below) into that computer's LM Studio backends folder "
+                             "(~/.lmstudio/extensions/backends), or run “lms-unlocked install --from FOLDER” there; "
+                             "Uninstall removes it from this computer.")
     elif state.branch is Branch.REPAIR:
         paras.append(state.repair_summary or "No repair was made.")
         paras.append(RESTART_STEPS)
@@ -80,6 +85,9 @@ def finish_paragraphs(state: Any) -> list[str]:
 def where_items(state: Any, log_dir: Path | None = None) -> list[tuple[str, Path]]:
     """(what, path) pairs the Finish page links to: logs, this run's log, the backed-up files."""
     items = [("Logs", Path(log_dir or user_log_dir()))]
+    folder = getattr(state.outcome, "folder", None)
+    if state.work_succeeded and folder:
+        items.insert(0, ("The installed backend's folder", Path(folder)))
     if state.log_path:
         items.append(("This run's log", Path(state.log_path)))
     if state.has_lmstudio:
