@@ -321,6 +321,10 @@ def audit_check(folder: Path, report: HardwareReport | None) -> Check:
     bad = audit.audit_violations(fa, isa)
     if bad:
         return Check("ISA audit", False, "; ".join(v.describe() for v in bad))
+    if not fa.binaries:  # nothing was looked at: not a pass
+        return Check("ISA audit", None, "not run: the pack has no program or library to audit")
+    if not isa:
+        return Check("ISA audit", None, "not run: this computer's instruction sets are not known")
     return Check("ISA audit", True, f"{len(fa.binaries)} binaries checked: nothing needs an instruction this "
                  "processor lacks")
 

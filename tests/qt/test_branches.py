@@ -93,6 +93,8 @@ def test_kepler_gpu_download_from_signed_catalog_select_and_finish(qtbot, make_w
     verify = w.page_of(PageId.VERIFY)
     assert OURS in verify.where.text()
     assert "ISA audit" in verify.checks.text() and "Smoke test" in verify.checks.text()
+    # this stand-in pack has no binaries: the audit did not look at anything, so it is not shown as passed
+    assert "– ISA audit: not run" in verify.checks.text() and "✓ ISA audit" not in verify.checks.text()
     # LM Studio is not running: the box is ticked, and Next really writes the selection.
     assert verify.select_check.isChecked() and verify.select_check.isEnabled()
     assert not (home / ".internal" / "backend-preferences-v1.json").exists()
