@@ -1,7 +1,7 @@
 """Every journal fault point of install / uninstall / select, through the real CLI in a subprocess, both as a
 SIGKILL and as an injected I/O error (#14): never exit 70, never a state between old and new.
 
-docs/reliability.md records this coverage (points x kill / I/O error) and the random-trial runs of
+docs/reliability.md records this coverage (points x kill / I/O error) and the repeated trial runs of
 bench/fault_trials.py.
 """
 
