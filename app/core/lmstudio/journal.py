@@ -41,9 +41,9 @@ from typing import Any
 import filelock
 
 from app.core.errors import disk_error
-from app.core.lmstudio.backends import PROVENANCE_FILE
 from app.core.lmstudio.errors import LmStudioError
 from app.core.lmstudio.jsondoc import atomic_write_bytes, fsync_dir
+from app.core.lmstudio.kinds import classify_folder
 from app.core.userfile import UserFileError, read_json
 
 log = logging.getLogger(__name__)
@@ -200,12 +200,13 @@ class Journal:
             ) from None
 
     def _confine(self, ops: Sequence[Op], forward: bool, cleanup: Sequence[str]) -> None:
-        """Refuse a journal that would touch anything but what a transaction of ours creates or moves.
+        """Refuse a journal that would touch anything a transaction of ours never touches.
 
         Every path lies inside the home. Files are written or deleted only in our state folder and as LM
-        Studio's preferences file. A rename has one side in our state folder and the other a folder directly
-        in ``extensions/backends``; a folder leaves ``backends/`` only if it carries our marker. So even a
-        crafted journal cannot delete or move anything inside an official backend folder (or outside the home).
+        Studio's preferences file. Renames (and removals of empty folders) stay within our state folder and
+        ``extensions/backends`` (never ``vendor/``), and never touch anything in a folder that is LM Studio's own
+        (:func:`app.core.lmstudio.kinds.classify_folder`, the rule repair follows too). So even a crafted journal
+        cannot delete or move anything inside an official backend folder, or outside the home.
         """
         home = Path(os.path.abspath(self.home_path))
         state = Path(os.path.abspath(self.dir))
@@ -224,24 +225,31 @@ class Journal:
                 raise refuse(f"touch {p}, outside the LM Studio home")
             return q
 
+        def movable(p: Path, what: str) -> None:
+            if p.is_relative_to(state) and p != state:
+                return
+            if not p.is_relative_to(backends) or p == backends:
+                raise refuse(f"{what} {p}, which is neither in extensions/backends nor lms-unlocked's own")
+            top = backends / p.relative_to(backends).parts[0]
+            if top.name == "vendor":
+                raise refuse(f"{what} {p}, inside LM Studio's vendor packages")
+            if top.is_dir() and not top.is_symlink() and classify_folder(top).kind == "official":
+                raise refuse(f"{what} {p}, inside LM Studio's own backend {top.name}")
+
         for op in ops:
             src, dst, orig = (norm(x) if x else None for x in (op.src, op.dst, op.orig))
-            if op.kind in ("write", "delete", "rmdir"):
+            if op.kind in ("write", "delete"):
                 if dst is None or not (dst.is_relative_to(state) or dst == prefs):
                     raise refuse(f"{op.kind} {op.dst}")
                 if any(x is not None and not x.is_relative_to(state) for x in (src, orig)):
                     raise refuse(f"take the content of {op.dst} from outside its own folder")
-            elif op.kind == "rename":
-                if src is None or dst is None or src.is_relative_to(state) == dst.is_relative_to(state):
-                    raise refuse(f"move {op.src} to {op.dst}")
-                other = dst if src.is_relative_to(state) else src
-                if other.parent != backends or other.name == "vendor":
-                    raise refuse(f"move {other}, which is not a backend folder")
-                leaving = src if forward else dst  # what this recovery would move out of backends/
-                if leaving == other and _exists(other) and not (other / PROVENANCE_FILE).is_file():
-                    raise refuse(f"move {other} out of extensions/backends, which lms-unlocked did not install")
+            elif op.kind == "rmdir" and dst is not None:
+                movable(dst, "remove the folder")
+            elif op.kind == "rename" and src is not None and dst is not None:
+                movable(src, "move")
+                movable(dst, "move something to")
             else:
-                raise refuse(f"do an unknown operation {op.kind!r}")
+                raise refuse(f"do an unknown or incomplete operation {op.kind!r}")
         for c in cleanup:
             if not norm(c).is_relative_to(state / "tx"):
                 raise refuse(f"remove {c}")
