@@ -72,7 +72,8 @@ def read_bounded(
 
 
 def _read_bounded(p: Path, limit: int, name: str, regular_only: bool, error: type[UserFileError]) -> bytes:
-    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | (getattr(os, "O_NONBLOCK", 0) if regular_only else 0)
+    nonblock = getattr(os, "O_NONBLOCK", 0) if regular_only else 0  # POSIX; Windows has no FIFOs to fear
+    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | nonblock
     try:
         fd = os.open(p, flags)
     except FileNotFoundError:
@@ -95,7 +96,7 @@ def _read_bounded(p: Path, limit: int, name: str, regular_only: bool, error: typ
             )
         if stat.S_ISREG(st.st_mode) and st.st_size > limit:
             raise _too_large(error, name, p, limit)
-        if regular_only:
+        if nonblock:
             os.set_blocking(fd, True)
         chunks: list[bytes] = []
         total = 0
