@@ -171,3 +171,31 @@ def test_arrows_choose_the_branch_and_alt_letters_pick_it(qtbot, make_wizard, tm
     assert settle(qtbot).isVisible()
     letters = mnemonics(w)
     assert len(letters) == len(set(letters)), letters
+
+
+def test_no_page_gives_one_letter_to_two_buttons_even_those_shown_later(make_wizard, tmp_path: Path) -> None:
+    """Every button a page can show (Try again, Check again, Start LM Studio again…) and the wizard's own."""
+    w = make_wizard(WizardConfig(home=make_home(tmp_path)))
+    for pid, page in w.pages.items():
+        wizard_letters = {"b", "n"} | ({"f"} if pid is PageId.FINISH else set())  # < &Back, &Next >, &Finish
+        letters = []
+        for b in page.findChildren(QAbstractButton):
+            m = re.search(r"&([^&])", b.text())
+            if m:
+                letters.append(m.group(1).lower())
+        if page.isCommitPage():
+            letters.append("s")  # &Start
+        clash = {x for x in letters if letters.count(x) > 1} | (set(letters) & wizard_letters)
+        assert not clash, f"{pid.name}: {sorted(clash)} in {letters}"
+
+
+def test_alt_n_leaves_the_uninstall_page(qtbot, make_wizard, tmp_path: Path) -> None:
+    w = make_wizard(WizardConfig(home=make_home(tmp_path)))
+    shown(qtbot, w)
+    w.page_of(PageId.WELCOME).uninstall_radio.setChecked(True)
+    alt(qtbot, w, "n")
+    qtbot.waitUntil(lambda: w.current_page_id() is PageId.UNINSTALL, timeout=5000)
+    alt(qtbot, w, "n")
+    qtbot.waitUntil(lambda: w.current_page_id() is PageId.FINISH, timeout=5000)
+    alt(qtbot, w, "f")
+    qtbot.waitUntil(lambda: not w.isVisible(), timeout=5000)
