@@ -18,7 +18,12 @@ from tests.qt.fit import SCREEN_150, WINDOW_150, walk
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("size", [MINIMUM_SIZE, WINDOW_150], ids=["minimum", "1366x768-at-150"])
+# 1366x768 at 125 % is 1093x614 logical pixels, less the same taskbar and title bar
+WINDOW_125 = (1093, 614 - 38 - 30)
+
+
+@pytest.mark.parametrize("size", [MINIMUM_SIZE, WINDOW_150, WINDOW_125],
+                         ids=["minimum", "1366x768-at-150", "1366x768-at-125"])
 def test_every_button_is_inside_the_window(qtbot, make_wizard, tmp_path: Path, size: tuple[int, int]) -> None:
     """In logical pixels (what 150 % scaling lays out in), in this test process."""
     made = []
