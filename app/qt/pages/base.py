@@ -11,6 +11,7 @@ from PySide6.QtCore import QObject, Qt, QUrl, Slot
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
     QAbstractButton,
+    QButtonGroup,
     QFrame,
     QHBoxLayout,
     QLabel,
@@ -94,6 +95,12 @@ class FlowPage(QWizardPage):
         """Append a widget to the page's body; returns it."""
         self.lay.addWidget(w)
         return w
+
+    def radio_group(self, on_toggled: Callable[[int, bool], None]) -> QButtonGroup:
+        """One exclusive choice (cards with a radio button each), reporting (index, checked)."""
+        group = QButtonGroup(self)
+        group.idToggled.connect(on_toggled)
+        return group
 
     def focus_target(self) -> QWidget | None:
         """The widget that should have the keyboard focus when the page is shown (None: the Next button)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Slot
-from PySide6.QtWidgets import QButtonGroup, QRadioButton, QVBoxLayout, QWidget, QWizard
+from PySide6.QtWidgets import QRadioButton, QVBoxLayout, QWidget, QWizard
 
 from app.core.flow import PageId
 from app.qt.errors import show_error
@@ -64,8 +64,7 @@ class MethodPage(FlowPage):
         self.none_left.setVisible(False)
         self.lay.addWidget(self.none_left)
         self.lay.addStretch(1)
-        self.group = QButtonGroup(self)
-        self.group.idToggled.connect(self._on_option_toggled)
+        self.group = self.radio_group(self._on_option_toggled)
         self.radios: list[QRadioButton] = []
         self.options: list[MethodOption] = []
         self._bg: Background | None = None

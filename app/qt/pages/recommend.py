@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import Slot
-from PySide6.QtWidgets import QButtonGroup, QCheckBox, QRadioButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QCheckBox, QRadioButton, QVBoxLayout, QWidget
 
 from app.core.flow import PageId
 from app.core.recommend import recommend
@@ -30,7 +30,6 @@ class RecommendationPage(FlowPage):
 
     def __init__(self) -> None:
         super().__init__()
-        lay = self.lay
         self.summary = self.add(para(name="Recommendation summary"))
         self.official_box = QWidget()
         ol = QVBoxLayout(self.official_box)
@@ -44,24 +43,23 @@ class RecommendationPage(FlowPage):
         self.expert_check.toggled.connect(self._on_expert_toggled)
         ol.addWidget(self.official_label)
         ol.addWidget(self.expert_check)
-        lay.addWidget(self.official_box)
+        self.lay.addWidget(self.official_box)
         self.no_lmstudio = para(name="LM Studio not found")
         self.no_lmstudio.setVisible(False)
-        lay.addWidget(self.no_lmstudio)
+        self.lay.addWidget(self.no_lmstudio)
 
         self.cards_widget = QWidget()
         self.cards_layout = QVBoxLayout(self.cards_widget)
         self.cards_layout.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(self.cards_widget)
+        self.lay.addWidget(self.cards_widget)
         self.why_not_button = push("&Why not the others?", checkable=True)
         self.why_not_text = para(rich=True, name="Why not the others")
         self.why_not_text.setVisible(False)
         self.why_not_button.toggled.connect(self._on_why_not_toggled)
-        lay.addLayout(row(self.why_not_button, None))
-        lay.addWidget(self.why_not_text)
-        lay.addStretch(1)
-        self.group = QButtonGroup(self)
-        self.group.idToggled.connect(self._on_candidate_toggled)
+        self.lay.addLayout(row(self.why_not_button, None))
+        self.lay.addWidget(self.why_not_text)
+        self.lay.addStretch(1)
+        self.group = self.radio_group(self._on_candidate_toggled)
         self.radios: list[QRadioButton] = []
         self._candidates: list[Any] = []
 

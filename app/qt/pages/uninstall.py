@@ -39,20 +39,19 @@ class UninstallPage(FlowPage):
 
     def __init__(self) -> None:
         super().__init__()
-        lay = self.lay
         self.status = self.add(para(name="Uninstall status"))
-        self.tree = QTreeWidget()
+        self.tree = self.add(QTreeWidget())
         self.tree.setAccessibleName("Installed backends")
         self.tree.setHeaderLabels(["Backend", "Size", "Installed"])
         self.tree.setRootIsDecorated(False)
         self.tree.setMinimumHeight(100)
-        lay.addWidget(self.tree, 1)
+        self.lay.setStretchFactor(self.tree, 1)
         self.remove_button = push("&Remove the ticked backends…", self._on_remove_clicked,
                                   tip="Asks first; a backup is kept so you can restore them")
         self.restore_button = push("R&estore what was removed", self._on_restore_clicked)
-        lay.addLayout(row(None, self.restore_button, self.remove_button))
+        self.lay.addLayout(row(None, self.restore_button, self.remove_button))
         self.result = para(name="Uninstall result")
-        lay.addWidget(self.result)
+        self.lay.addWidget(self.result)
         self.backends: list[Any] = []
         self.removed: list[Any] = []
 
