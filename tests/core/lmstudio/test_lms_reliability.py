@@ -240,6 +240,10 @@ def test_one_bad_file_is_one_finding_and_everything_else_works(tmp_path: Path, w
                            stdin=subprocess.DEVNULL)
         assert r.returncode in (0, 1, 2), (cmd, r.returncode, r.stderr)
         assert "internal error" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+        if cmd[0] == "doctor" and where in ("installed", "preferences", "manifest"):
+            assert target.name in r.stdout, r.stdout  # a finding names the bad file
+        if cmd[0] == "doctor" and where == "installed":
+            assert "records-unreadable" in r.stdout, r.stdout
     # every other backend is still listed
     r = subprocess.run([*exe, "list", "--json", "--no-probe", "--home", str(home)], cwd=REPO, capture_output=True,
                        text=True, timeout=120, stdin=subprocess.DEVNULL)

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from app.core.lmstudio.backends import list_backends, nested_backend_folders
 from app.core.lmstudio.doctor.registry import Check, Context, Finding, Repairer, label
+from app.core.lmstudio.errors import InstallFailed
 from app.core.lmstudio.home import DEFAULT_RELATIVE, LEGACY_RELATIVE, resolve_home
-from app.core.lmstudio.install import recover_holding_lock
+from app.core.lmstudio.install import installed_records, recover_holding_lock
 from app.core.lmstudio.journal import Journal, JournalError, orphan_tx_dirs
 from app.core.lmstudio.kinds import classify_backend
 from app.core.lmstudio.processes import CLOSE_HINT, running_message
@@ -103,6 +104,7 @@ class JournalState(Check):
         ("journal-unreadable", "lms-unlocked's journal is unreadable"),
         ("interrupted-change", "A change was interrupted"),
         ("stale-staging", "Leftover staging folder"),
+        ("records-unreadable", "lms-unlocked's install records are unreadable"),
     )
     about = (
         "lms-unlocked journals every change (journal.json under <home>/.lms-unlocked). An unfinished transaction is "
@@ -126,6 +128,10 @@ class JournalState(Check):
                 "roll it forward or back from the journal (what every lms-unlocked command does at start)",
                 auto=True,
             )
+        try:
+            installed_records(ctx.home, strict=True)
+        except InstallFailed as exc:  # one bad file is one finding (#14); install/uninstall refuse until it is fixed
+            yield Finding("records-unreadable", "error", "", exc.message, exc.hint, target=exc.context)
         keep = [str(pending.get("txid"))] if pending else []
         for d in orphan_tx_dirs(ctx.home.path, keep):
             yield Finding(
