@@ -38,6 +38,19 @@ MIRROR_ENV = "LMS_UNLOCKED_TOOLCHAIN_MIRROR"
 WIN_TARGET = "x86_64-windows-gnu"
 
 
+def native_zig_target(system: str | None = None, machine: str | None = None) -> str:
+    """zig's target for this OS, named explicitly: with no -target, zig compiles for the build machine's own CPU
+    (-mcpu=native), which put AVX-512/AVX2/BMI2 into ggml-base (the ISA audit refused that folder). A named target
+    means zig's baseline CPU, so only the -m flags ggml adds enable instruction sets."""
+    key = host_platform_key(system, machine)
+    arch = "aarch64" if key.endswith("arm64") else "x86_64"
+    if key.startswith("win"):
+        return f"{arch}-windows-gnu"
+    if key.startswith("mac"):
+        return f"{arch}-macos"
+    return f"{arch}-linux-gnu"
+
+
 class ToolchainError(UsageError):
     code = "toolchain"
 
@@ -377,7 +390,8 @@ def choose_toolchain(
         used_portable.append("C/C++ compiler")
         why = "asked for the portable toolchain" if tools.cc else "none on this system"
         reasons.append(f"C/C++ compiler: zig cc / zig c++ ({why})")
-        cc, cxx = (zig, "cc"), (zig, "c++")
+        tgt = native_zig_target(system)
+        cc, cxx = (zig, "cc", "-target", tgt), (zig, "c++", "-target", tgt)
     kind = "portable" if not used_system else ("system" if not used_portable else "mixed")
     return ToolchainChoice(target_os, cmake, ninja, cc, cxx, kind, tuple(reasons), zig, tuple(need), cross)
 
@@ -431,7 +445,7 @@ def host_compiler(target_os: str, tools: Tools, cache_root: Path) -> tuple[tuple
     if tools.cc:
         return (tools.cc,), {}
     if zig:
-        return (zig, "cc"), zig_env
+        return (zig, "cc", "-target", native_zig_target()), zig_env
     raise ToolchainError(
         "No C compiler found for the smoke test's host program.",
         hint="lms-unlocked toolchain fetch ziglang   (or install gcc/clang)",
