@@ -302,6 +302,16 @@ def run_build_cmd(args: argparse.Namespace) -> int:
                     }
                 )
 
+    # Before anything runs: how long, and what will be downloaded (plain words; NDJSON with --json).
+    d = job.to_dict()
+    if args.json:
+        event({"event": "plan", "estimate": d["estimate"], "downloads": d["downloads"], "out_dir": d["out_dir"]})
+    else:
+        est = d["estimate"]
+        out(f"== estimate: {_duration(est['low_seconds'])} to {_duration(est['high_seconds'])} on {est['cores']} cores")
+        for w in d["downloads"]:
+            if w["bytes"]:
+                out(f"== will download {w['what']} ({w['bytes'] / 1e6:.1f} MB) from {w['from']}")
     res = run_job(
         job,
         on_line=line,

@@ -229,6 +229,8 @@ def test_full_build_offline_source_then_smoke(template_dir: Path, tmp_path: Path
     # --json streams progress events (NDJSON) on stderr; the result and provenance record how it was proven.
     events = [json.loads(ln) for ln in p.stderr.splitlines() if ln.startswith("{")]
     assert {"event": "step", "step": "smoke test"} in events and events[-1] == {"event": "done", "ok": True}
+    plan_ev = next(e for e in events if e["event"] == "plan")  # before anything runs: estimate and downloads
+    assert 0 < plan_ev["estimate"]["low_seconds"] < plan_ev["estimate"]["high_seconds"] and plan_ev["downloads"] == []
     # (Ninja's [n/total] progress events appear on a cold build only; a warm cache has nothing to build.)
     assert all(e["total"] >= e["done"] > 0 for e in events if e["event"] == "progress")
     assert d["smoke"]["runner"] == "qemu-x86_64 -cpu IvyBridge" and d["qemu_cpu"] == "IvyBridge"
@@ -266,6 +268,7 @@ def test_full_build_offline_source_then_smoke(template_dir: Path, tmp_path: Path
         timeout=900,
     )
     assert p2.returncode == 0, p2.stderr[-2000:]
+    assert p2.stdout.startswith("== estimate: ") and " cores\n" in p2.stdout.split("\n", 1)[0] + "\n"
     tail = p2.stdout.splitlines()[-5:]
     assert tail[0].startswith("built llama.cpp-linux-x86_64-avx1-unlocked for linux (tailored: ")
     assert tail[1] == "smoke test: skipped (--no-smoke): the folder is NOT proven to run"
