@@ -311,7 +311,7 @@ def test_frozen_signing_key_and_signature_verify_from_source(bundle: Path, env: 
     assert r.returncode == 0 and key.is_file() and (tmp_path / "k.pem.pub").is_file(), r.stderr
     folder = prepare_our_backend(tmp_path)
     r = frozen(bundle, "publish", str(folder), "--out", str(tmp_path / "cat"), "--key", str(key), "--no-audit",
-               "--json", env=env)
+               "--full", "--json", env=env)  # a pack of ours alone: published whole
     assert r.returncode == 0, r.stdout + r.stderr
     catalog = tmp_path / "cat" / "catalog.json"
     pub = load_public_key(tmp_path / "k.pem.pub")

@@ -129,12 +129,10 @@ def quit_lmstudio(home: Path | None = None, *, timeout: float = 10.0,
 def start_detached(argv: tuple[str, ...]) -> int:
     """Start a program (LM Studio again) on its own, not as our child: it outlives this tool. Returns its pid."""
     import subprocess
-    import sys
 
-    kw: dict[str, object] = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    if sys.platform == "win32":
-        kw["creationflags"] = subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
-    else:
-        kw["start_new_session"] = True
-    proc = subprocess.Popen(list(argv), **kw)  # type: ignore[call-overload]
+    from app.core.runner import popen_platform_kwargs
+
+    # own session / process group (so it outlives us), no console window, all three streams set
+    proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, **popen_platform_kwargs())
     return int(proc.pid)
