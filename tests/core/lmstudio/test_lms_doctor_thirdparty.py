@@ -355,7 +355,7 @@ def test_lmstudio_verdict_for_an_official_pack_and_when_they_disagree(win_home: 
 
 def test_every_registered_check_has_a_title_an_explanation_and_a_test() -> None:
     """The registry is the list of checks: each code has a human title and a paragraph, and a test here names it."""
-    tests = "".join(p.read_text() for p in (REPO / "tests/core/lmstudio").glob("test_lms_doctor*.py"))
+    tests = "".join(p.read_text() for p in (REPO / "tests/core/lmstudio").glob("test_lms_*.py"))
     for check in REGISTRY:
         assert check.about and check.codes, type(check).__name__
         for code, title in check.codes:
